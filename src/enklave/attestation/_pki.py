@@ -1,0 +1,209 @@
+"""X.509 checks for the Intel SGX PKI: validity windows, issuance, revocation and raw ECDSA signatures.
+
+Each helper raises the precise :mod:`enklave.errors` type and names the object it checked (``what``), so that
+a failed verification says which certificate, CRL or structure failed and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from enklave.attestation.trust import TrustedRoot
+from enklave.errors import (
+    CertificateChainError,
+    ExpiredError,
+    InvalidCollateral,
+    InvalidQuote,
+    RevokedError,
+    SignatureError,
+    UntrustedRootError,
+)
+
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
+@dataclass(slots=True)
+class Window:
+    """The time interval in which every checked object is valid; it narrows as objects are added."""
+
+    not_before: datetime
+    not_after: datetime
+
+    def narrow(self, not_before: datetime, not_after: datetime) -> None:
+        """Intersect with another validity interval."""
+        self.not_before = max(self.not_before, not_before)
+        self.not_after = min(self.not_after, not_after)
+
+    def contains(self, now: datetime) -> bool:
+        """True when ``now`` lies inside the window."""
+        return self.not_before <= now <= self.not_after
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def check_time(what: str, not_before: datetime, not_after: datetime, now: datetime, window: Window) -> None:
+    """Fail with :class:`ExpiredError` unless ``not_before <= now <= not_after``; narrow ``window``."""
+    if now > not_after:
+        raise ExpiredError(f"{what} expired at {_iso(not_after)} (verification time {_iso(now)})")
+    if now < not_before:
+        raise ExpiredError(f"{what} is not valid before {_iso(not_before)} (verification time {_iso(now)})")
+    window.narrow(not_before, not_after)
+
+
+def check_certificate_time(what: str, cert: x509.Certificate, now: datetime, window: Window) -> None:
+    """Check a certificate's notBefore/notAfter."""
+    check_time(what, cert.not_valid_before_utc, cert.not_valid_after_utc, now, window)
+
+
+def ec_public_key(what: str, cert: x509.Certificate) -> ec.EllipticCurvePublicKey:
+    """The certificate's key, which must be ECDSA P-256 in the SGX PKI."""
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise CertificateChainError(f"{what} does not carry an ECDSA P-256 key")
+    return key
+
+
+def check_issued_by(what: str, cert: x509.Certificate, issuer: x509.Certificate) -> None:
+    """Check that ``issuer`` is a CA that signed ``cert`` (issuer name and signature)."""
+    try:
+        constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is None or not constraints.ca:
+        raise CertificateChainError(f"the issuer of {what} ({issuer.subject.rfc4514_string()}) is not a CA")
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise CertificateChainError(
+            f"{what} is not issued by {issuer.subject.rfc4514_string()}: {exc or 'bad signature'}"
+        ) from exc
+
+
+def check_chain(
+    what: str,
+    chain: Sequence[x509.Certificate],
+    roots: Sequence[TrustedRoot],
+    now: datetime,
+    window: Window,
+    verified: set[tuple[x509.Certificate, x509.Certificate]] | None = None,
+) -> TrustedRoot:
+    """Verify a chain given leaf first, whose last element is (or is issued by) one of ``roots``.
+
+    Checks every certificate's validity at ``now`` and every issuance signature; returns the trusted root.
+    The root must be identical, byte for byte, to a trusted one: a self-signed look-alike is rejected.
+    ``verified`` remembers (certificate, issuer) pairs already checked within one verification, because the
+    collateral's chains share certificates (the PCK CA and the TCB signing certificate appear twice).
+    """
+    if not chain:
+        raise InvalidCollateral(f"{what}: empty certificate chain")
+    last = chain[-1]
+    root = _find_root(last, roots)
+    if root is not None:
+        certs = chain[:-1]
+    elif last.issuer == last.subject:
+        raise UntrustedRootError(f"{what} ends in an untrusted root ({last.subject.rfc4514_string()})")
+    else:
+        root = _find_issuing_root(last, roots)
+        certs = chain
+        if root is None:
+            raise UntrustedRootError(f"{what} ends in an untrusted root ({last.issuer.rfc4514_string()})")
+    check_certificate_time(what, root.certificate, now, window)
+    issuer = root.certificate
+    for index in range(len(certs) - 1, -1, -1):
+        cert = certs[index]
+        pair = (cert, issuer)
+        if verified is None or pair not in verified:
+            check_issued_by(f"{what}: certificate {index}", cert, issuer)
+            if verified is not None:
+                verified.add(pair)
+        check_certificate_time(f"{what}: certificate {index}", cert, now, window)
+        issuer = cert
+    return root
+
+
+def load_evidence_chain(pem: bytes, what: str, max_length: int) -> list[x509.Certificate]:
+    """Load a PEM chain that came with evidence, forcing every lazily parsed field now.
+
+    cryptography decodes names, extensions and keys on first access; touching them here turns a malformed
+    certificate into :class:`InvalidQuote` at parse time instead of a ``ValueError`` deep inside a check.
+    """
+    try:
+        chain = x509.load_pem_x509_certificates(pem)
+        for cert in chain:
+            _ = (cert.subject, cert.issuer, cert.extensions, cert.public_key(), cert.not_valid_after_utc,
+                 cert.not_valid_before_utc, cert.signature_hash_algorithm)  # fmt: skip
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise InvalidQuote(f"{what} is malformed: {exc}") from exc
+    if not 1 <= len(chain) <= max_length:
+        raise InvalidQuote(f"{what} has {len(chain)} certificates, expected 1 to {max_length}")
+    return chain
+
+
+def _find_root(cert: x509.Certificate, roots: Sequence[TrustedRoot]) -> TrustedRoot | None:
+    for root in roots:
+        if cert == root.certificate:
+            return root
+    return None
+
+
+def _find_issuing_root(cert: x509.Certificate, roots: Sequence[TrustedRoot]) -> TrustedRoot | None:
+    for root in roots:
+        if cert.issuer == root.certificate.subject:
+            return root
+    return None
+
+
+def check_crl(
+    what: str, crl: x509.CertificateRevocationList, issuer: x509.Certificate, now: datetime, window: Window
+) -> None:
+    """Check a CRL's signature by ``issuer`` and its thisUpdate/nextUpdate window.
+
+    The signature alone binds the CRL to its issuer: comparing names as well would add cost on the hot path
+    and no assurance, since only the issuer's key can produce the signature.
+    """
+    key = issuer.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(key):
+        raise SignatureError(f"{what}: signature does not verify with {issuer.subject.rfc4514_string()}")
+    next_update = crl.next_update_utc
+    if next_update is None:
+        raise InvalidCollateral(f"{what} has no nextUpdate")
+    check_time(what, crl.last_update_utc, next_update, now, window)
+
+
+def check_not_revoked(what: str, cert: x509.Certificate, crl: x509.CertificateRevocationList) -> None:
+    """Fail with :class:`RevokedError` when the certificate's serial number is on ``crl``.
+
+    The caller guarantees that ``crl`` was verified as signed by the certificate's issuer.
+    """
+    if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+        raise RevokedError(f"{what} (serial {cert.serial_number:x}) is revoked")
+
+
+def verify_raw_signature(what: str, key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes) -> None:
+    """Verify an ECDSA-SHA256 signature given as 64 bytes r || s (the SGX encoding)."""
+    if len(signature) != 64:
+        raise SignatureError(f"{what}: signature must be 64 bytes, got {len(signature)}")
+    der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+    try:
+        key.verify(der, data, _ECDSA_SHA256)
+    except InvalidSignature as exc:
+        raise SignatureError(f"{what}: signature does not verify") from exc
+
+
+def p256_key_from_raw(what: str, raw: bytes) -> ec.EllipticCurvePublicKey:
+    """Load a P-256 public key given as 64 bytes x || y (the SGX attestation key encoding)."""
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + raw)
+    except ValueError as exc:
+        # A point that is not on the curve cannot have signed anything: the evidence is bad.
+        raise SignatureError(f"{what} is not a valid P-256 point") from exc

@@ -1,0 +1,336 @@
+"""DCAP quote verification, in the order of Intel's Quote Verification Library (QVL).
+
+``verify_quote(quote, collateral, now=...)`` either returns a :class:`VerifiedQuote` or raises a
+:class:`~enklave.errors.VerificationError` subclass (or ``InvalidQuote`` for unparsable evidence). The steps,
+numbered as in the comments below:
+
+1. Root of trust: every chain must end in an explicitly trusted root (by default only the pinned Intel root).
+2. CRLs: the root CA CRL and the PCK CRL, their issuers, signatures and validity windows.
+3. TCB info and QE identity: issuer chains, revocation of their signing certificate, signatures over the exact
+   signed JSON text, validity windows.
+4. PCK certificate chain: issuance, validity and revocation (intermediate on the root CA CRL, leaf on the PCK CRL).
+5. The PCK certificate's FMSPC and PCE-ID match the TCB info.
+6. The QE report is signed by the PCK key.
+7. The QE report data binds the attestation key and QE auth data: SHA-256(key || auth data) || 32 zero bytes.
+8. The QE report matches the QE identity (MRSIGNER, ISV product id, MISCSELECT and attributes under their
+   masks), and its ISV SVN selects the QE TCB level.
+9. The quote (header and report body) is signed by the attestation key.
+10. The platform TCB level is selected with the PCK certificate's TCB components and PCESVN.
+11. The platform and QE statuses converge into one TCB status, and their advisory IDs are merged.
+
+:class:`QuoteVerifier` caches what does not depend on the quote itself (steps 1-3 per collateral object, and
+steps 4, 5 and 10 per PCK chain) for as long as every object involved stays valid; a cached result is never
+used outside its validity window, so expiry is detected exactly as without the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from enklave.attestation import _pki
+from enklave.attestation._pki import Window
+from enklave.attestation.collateral import QuoteCollateral, TcbLevel
+from enklave.attestation.tcb import converge_status, match_platform_level, match_qe_level, merge_advisories
+from enklave.attestation.trust import TrustedRoot, intel_sgx_root
+from enklave.attestation.verified import VerifiedQuote, _new_verified_quote
+from enklave.errors import (
+    BindingError,
+    CertificateChainError,
+    CollateralMismatchError,
+    InvalidQuote,
+    QeIdentityError,
+    RevokedError,
+    UsageError,
+)
+from enklave.sgx.pck import PckExtension
+from enklave.sgx.quote import INTEL_QE_VENDOR_ID, CertificationDataType, Quote
+
+__all__ = ["QuoteVerifier", "verify_quote"]
+
+_MAX_PCK_CHAIN = 4
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+@dataclass(frozen=True, slots=True)
+class _CollateralCheck:
+    """Steps 1-3 done for one collateral object: the root it chains to and the window in which it holds."""
+
+    collateral: QuoteCollateral  # kept alive so that id(collateral) cannot be reused while cached
+    root: TrustedRoot
+    window: Window
+    issued: frozenset[tuple[x509.Certificate, x509.Certificate]]  # (certificate, issuer) signatures checked
+
+
+@dataclass(frozen=True, slots=True)
+class _PckCheck:
+    """Steps 4, 5 and 10 done for one PCK chain against one collateral object."""
+
+    key: ec.EllipticCurvePublicKey
+    pck: PckExtension
+    level: TcbLevel
+    window: Window
+
+
+def _full_window() -> Window:
+    return Window(datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
+
+
+class QuoteVerifier:
+    """Verifies SGX DCAP quotes against collateral, with an optional cache of collateral checks.
+
+    ``roots`` are the trusted roots (default: the pinned Intel SGX Root CA only). ``cache_size`` bounds how many
+    collateral objects and PCK chains keep their checks; 0 disables caching. Thread-safe.
+    """
+
+    def __init__(self, roots: Sequence[TrustedRoot] | None = None, *, cache_size: int = 64) -> None:
+        self._roots = tuple(roots) if roots is not None else (intel_sgx_root(),)
+        if not self._roots:
+            raise UsageError("at least one trusted root is required")
+        if cache_size < 0:
+            raise UsageError("cache_size must be >= 0")
+        self._cache_size = cache_size
+        self._collateral_cache: OrderedDict[int, _CollateralCheck] = OrderedDict()
+        self._pck_cache: OrderedDict[tuple[int, bytes], _PckCheck] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def roots(self) -> tuple[TrustedRoot, ...]:
+        """The trusted roots."""
+        return self._roots
+
+    def verify(self, quote: bytes | Quote, collateral: QuoteCollateral, *, now: datetime) -> VerifiedQuote:
+        """Verify ``quote`` with ``collateral`` at time ``now`` (timezone-aware); raise on any failure."""
+        if now.tzinfo is None:
+            raise UsageError("now must be timezone-aware (UTC)")
+        parsed = quote if isinstance(quote, Quote) else Quote.from_bytes(quote)
+        header = parsed.header
+        if header.qe_vendor_id != INTEL_QE_VENDOR_ID:
+            raise QeIdentityError(
+                f"the quote was produced by an unknown QE vendor ({header.qe_vendor_id.hex()})"
+            )
+
+        checked = self._collateral_check(collateral, now)
+        pck = self._pck_check(parsed, checked, now)
+
+        # 6. The QE report is signed by the PCK key.
+        _pki.verify_raw_signature("QE report", pck.key, parsed.qe_report_signature, parsed.qe_report_raw)
+
+        # 7. The QE report data binds the attestation key and the QE auth data.
+        expected = hashlib.sha256(parsed.attestation_key + parsed.qe_auth_data).digest() + bytes(32)
+        if not hmac.compare_digest(parsed.qe_report.report_data, expected):
+            raise BindingError("the QE report data does not bind the attestation key and QE auth data")
+
+        # 8. The QE is the one the QE identity describes; its ISV SVN selects the QE TCB level.
+        identity = collateral.qe_identity
+        qe = parsed.qe_report
+        if not hmac.compare_digest(qe.mr_signer, identity.mrsigner):
+            raise QeIdentityError(f"QE MRSIGNER {qe.mr_signer.hex()} is not {identity.mrsigner.hex()}")
+        if qe.isv_prod_id != identity.isv_prod_id:
+            raise QeIdentityError(f"QE ISV product id {qe.isv_prod_id} is not {identity.isv_prod_id}")
+        # The QE identity writes MISCSELECT as the hex of the report's four bytes, so compare bytes, not numbers.
+        misc = qe.misc_select.to_bytes(4, "little")
+        misc_mask = identity.miscselect_mask.to_bytes(4, "big")
+        if _masked(misc, misc_mask) != _masked(identity.miscselect.to_bytes(4, "big"), misc_mask):
+            raise QeIdentityError(f"QE MISCSELECT {misc.hex()} does not match the QE identity")
+        attributes = qe.attributes.to_bytes()
+        if _masked(attributes, identity.attributes_mask) != _masked(
+            identity.attributes, identity.attributes_mask
+        ):
+            raise QeIdentityError(f"QE attributes {attributes.hex()} do not match the QE identity")
+        qe_level = match_qe_level(identity, qe.isv_svn)
+
+        # 9. The quote is signed by the attestation key.
+        attestation_key = _pki.p256_key_from_raw("attestation key", parsed.attestation_key)
+        _pki.verify_raw_signature("quote", attestation_key, parsed.signature, parsed.signed_bytes)
+
+        # 11. Converge the platform and QE statuses.
+        status = converge_status(pck.level.tcb_status, qe_level.tcb_status)
+        if status.value == "Revoked":
+            raise RevokedError("the combined TCB status is Revoked")
+        root = checked.root
+        return _new_verified_quote(
+            quote=parsed,
+            tcb_status=status,
+            advisory_ids=merge_advisories(pck.level.advisory_ids, qe_level.advisory_ids),
+            platform_tcb_status=pck.level.tcb_status,
+            platform_advisory_ids=pck.level.advisory_ids,
+            platform_tcb_date=pck.level.tcb_date,
+            qe_tcb_status=qe_level.tcb_status,
+            qe_advisory_ids=qe_level.advisory_ids,
+            fmspc=pck.pck.fmspc,
+            pce_id=pck.pck.pce_id,
+            pck=pck.pck,
+            tcb_evaluation_data_number=min(
+                collateral.tcb_info.tcb_evaluation_data_number, identity.tcb_evaluation_data_number
+            ),
+            collateral_expiry=min(checked.window.not_after, pck.window.not_after),
+            verified_at=now,
+            intel_root=root.intel,
+            simulated=root.simulated,
+            root_name=root.name,
+        )
+
+    # -- steps 1 to 3 -------------------------------------------------------------------------------------
+
+    def _collateral_check(self, collateral: QuoteCollateral, now: datetime) -> _CollateralCheck:
+        key = id(collateral)
+        with self._lock:
+            cached = self._collateral_cache.get(key)
+        if cached is not None and cached.collateral is collateral and cached.window.contains(now):
+            return cached
+        checked = _check_collateral(collateral, self._roots, now)
+        self._remember(self._collateral_cache, key, checked)
+        return checked
+
+    def _pck_check(self, quote: Quote, checked: _CollateralCheck, now: datetime) -> _PckCheck:
+        chain_pem = _pck_chain_source(quote, checked.collateral)
+        key = (id(checked.collateral), chain_pem)
+        with self._lock:
+            cached = self._pck_cache.get(key)
+        if cached is not None and cached.window.contains(now):
+            return cached
+        result = _check_pck(chain_pem, checked, now)
+        self._remember(self._pck_cache, key, result)
+        return result
+
+    def _remember(self, cache: OrderedDict[_K, _V], key: _K, value: _V) -> None:
+        if not self._cache_size:
+            return
+        with self._lock:
+            cache[key] = value
+            cache.move_to_end(key)
+            while len(cache) > self._cache_size:
+                cache.popitem(last=False)
+
+    def clear_cache(self) -> None:
+        """Forget every cached check."""
+        with self._lock:
+            self._collateral_cache.clear()
+            self._pck_cache.clear()
+
+
+def _masked(value: bytes, mask: bytes) -> bytes:
+    return bytes(a & b for a, b in zip(value, mask, strict=True))
+
+
+def _check_collateral(
+    collateral: QuoteCollateral, roots: Sequence[TrustedRoot], now: datetime
+) -> _CollateralCheck:
+    window = _full_window()
+    issued: set[tuple[x509.Certificate, x509.Certificate]] = set()
+
+    # 1. Root of trust: the PCK CRL issuer chain fixes the root every other chain must end in.
+    crl_chain = collateral.pck_crl_issuer_chain
+    root = _pki.check_chain("PCK CRL issuer chain", crl_chain, roots, now, window, issued)
+
+    # 2. CRLs: the root CA CRL is issued by the root; the PCK CRL by the PCK CA that the chain certifies.
+    root_crl = collateral.root_ca_crl
+    _pki.check_crl("root CA CRL", root_crl, root.certificate, now, window)
+    pck_ca = _single_below_root("PCK CRL issuer chain", crl_chain, root, 1)[0]
+    _pki.check_not_revoked("PCK CA of the PCK CRL issuer chain", pck_ca, root_crl)
+    _pki.check_crl("PCK CRL", collateral.pck_crl, pck_ca, now, window)
+
+    # 3. TCB info and QE identity: signing chains, revocation, signatures over the signed text, validity.
+    for what, chain, signed in (
+        ("TCB info", collateral.tcb_info_issuer_chain, collateral.tcb_info),
+        ("QE identity", collateral.qe_identity_issuer_chain, collateral.qe_identity),
+    ):
+        chain_root = _pki.check_chain(f"{what} issuer chain", chain, [root], now, window, issued)
+        if chain_root is not root:
+            raise CertificateChainError(f"the {what} issuer chain ends in another root than the PCK chain")
+        signer = _single_below_root(f"{what} issuer chain", chain, root, 1)[0]
+        _pki.check_not_revoked(f"{what} signing certificate", signer, root_crl)
+        key = _pki.ec_public_key(f"{what} signing certificate", signer)
+        _pki.verify_raw_signature(what, key, signed.signature, signed.body)
+        _pki.check_time(what, signed.issue_date, signed.next_update, now, window)
+    if collateral.qe_identity.id != "QE":
+        raise CollateralMismatchError(f"the QE identity is for {collateral.qe_identity.id!r}, not the SGX QE")
+    return _CollateralCheck(collateral, root, window, frozenset(issued))
+
+
+def _single_below_root(
+    what: str, chain: Sequence[x509.Certificate], root: TrustedRoot, depth: int
+) -> Sequence[x509.Certificate]:
+    """The certificates below the root, which Intel's PKI fixes at ``depth`` (1 for CRL and signing chains,
+    2 for PCK chains); the last one is issued by the root, so the root CA CRL covers it."""
+    below = chain[:-1] if chain[-1] == root.certificate else chain
+    if len(below) != depth:
+        raise CertificateChainError(f"{what} has {len(below)} certificates below the root, expected {depth}")
+    return below
+
+
+def _pck_chain_source(quote: Quote, collateral: QuoteCollateral) -> bytes:
+    """The PEM PCK chain: from certification data type 5, or from the collateral for types 1 to 4."""
+    pem = quote.pck_chain_pem
+    if pem is not None:
+        return pem
+    if collateral.pck_certificate_chain is not None:
+        return collateral.pck_certificate_chain_pem
+    cert_type = quote.certification_data.type
+    name = CertificationDataType(cert_type).name
+    raise InvalidQuote(
+        f"the quote's certification data is type {cert_type} ({name}), which carries no PCK chain, "
+        "and the collateral has no pck_certificate_chain"
+    )
+
+
+def _check_pck(chain_pem: bytes, checked: _CollateralCheck, now: datetime) -> _PckCheck:
+    collateral = checked.collateral
+    window = _full_window()
+    chain = _pki.load_evidence_chain(chain_pem, "the PCK certificate chain", _MAX_PCK_CHAIN)
+
+    # 4. PCK chain: issuance up to the collateral's root, validity, revocation by the root CA and PCK CRLs.
+    issued = set(checked.issued)
+    root = _pki.check_chain("PCK certificate chain", chain, [checked.root], now, window, issued)
+    if root is not checked.root:
+        raise CertificateChainError("the PCK chain ends in another root than the collateral")
+    leaf, chain_ca = _single_below_root("PCK certificate chain", chain, root, 2)
+    # The PCK CRL must be the one of the CA that issued this PCK certificate (processor or platform CA).
+    if chain_ca != collateral.pck_crl_issuer_chain[0]:
+        raise CollateralMismatchError(
+            f"the PCK certificate is issued by {chain_ca.subject.rfc4514_string()}, but the PCK CRL is from "
+            f"{collateral.pck_crl_issuer_chain[0].subject.rfc4514_string()}"
+        )
+    _pki.check_not_revoked("PCK CA of the PCK certificate chain", chain_ca, collateral.root_ca_crl)
+    _pki.check_not_revoked("PCK certificate", leaf, collateral.pck_crl)
+    key = _pki.ec_public_key("PCK certificate", leaf)
+    pck = PckExtension.from_certificate(leaf)
+
+    # 5. The collateral is for this platform.
+    tcb_info = collateral.tcb_info
+    if pck.fmspc != tcb_info.fmspc:
+        raise CollateralMismatchError(f"the PCK certificate's FMSPC {pck.fmspc.hex()} is not the TCB info's "
+                                      f"{tcb_info.fmspc.hex()}")  # fmt: skip
+    if pck.pce_id != tcb_info.pce_id:
+        raise CollateralMismatchError(f"the PCK certificate's PCE-ID {pck.pce_id.hex()} is not the TCB info's "
+                                      f"{tcb_info.pce_id.hex()}")  # fmt: skip
+
+    # 10. The platform TCB level, from the PCK certificate's TCB components.
+    level = match_platform_level(tcb_info, pck.tcb)
+    return _PckCheck(key, pck, level, window)
+
+
+def verify_quote(
+    quote: bytes | Quote,
+    collateral: QuoteCollateral,
+    *,
+    now: datetime,
+    roots: Sequence[TrustedRoot] | None = None,
+) -> VerifiedQuote:
+    """Verify a quote with its collateral at ``now``, without caching; see the module docstring for the steps.
+
+    Raises :class:`~enklave.errors.InvalidQuote` for unparsable evidence and a
+    :class:`~enklave.errors.VerificationError` subclass for every failed check.
+    """
+    return QuoteVerifier(roots, cache_size=0).verify(quote, collateral, now=now)

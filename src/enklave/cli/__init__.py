@@ -1,0 +1,49 @@
+"""The ``enklave`` command line: thin commands over the library layers.
+
+Every command has ``--help``. Errors print one line on standard error, never a traceback, and exit with a
+documented code (see :data:`EXIT_CODES`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from enklave import __version__
+from enklave.cli._errors import EXIT_CODES, EXIT_CODES_HELP, run_guarded
+from enklave.cli.collateral import collateral
+from enklave.cli.demo import demo
+from enklave.cli.quote import quote
+
+__all__ = ["EXIT_CODES", "cli", "main"]
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+    epilog=EXIT_CODES_HELP,
+)
+@click.version_option(__version__, prog_name="enklave")
+@click.option("-v", "--verbose", count=True, help="More log output on standard error (repeat for debug).")
+def cli(verbose: int) -> None:
+    """enklave: enclave-aware applications on Intel SGX.
+
+    Read and verify SGX DCAP evidence, fetch collateral, and (in later releases) build, sign and run enclaves.
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+cli.add_command(quote)
+cli.add_command(collateral)
+cli.add_command(demo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (also the process exit code via the console script)."""
+    return run_guarded(cli, argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

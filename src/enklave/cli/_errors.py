@@ -1,0 +1,70 @@
+"""Exit codes and the one place where errors become a single line on standard error."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import click
+
+from enklave.errors import BadDataError, EnklaveError, TransportError, UsageError, VerificationError
+
+EXIT_OK: Final = 0
+EXIT_VERIFICATION: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_BAD_INPUT: Final = 3
+EXIT_IO: Final = 4
+EXIT_INTERNAL: Final = 70
+
+EXIT_CODES: Final = {
+    EXIT_OK: "success: the evidence verified and the policy accepted it",
+    EXIT_VERIFICATION: "verification or appraisal failed (the reason is printed)",
+    EXIT_USAGE: "usage error: bad option, missing argument or invalid value",
+    EXIT_BAD_INPUT: "malformed input: the quote, collateral or file could not be parsed",
+    EXIT_IO: "I/O failed: a file could not be read or written, or a service could not be reached",
+    EXIT_INTERNAL: "internal error (a bug: please report it)",
+}
+
+EXIT_CODES_HELP: Final = "\b\nExit codes:\n" + "\n".join(f"  {code:<3} {text}" for code, text in EXIT_CODES.items())
+
+
+def exit_code_for(error: EnklaveError) -> int:
+    """The exit code for an enklave error."""
+    if isinstance(error, VerificationError):
+        return EXIT_VERIFICATION
+    if isinstance(error, BadDataError):
+        return EXIT_BAD_INPUT
+    if isinstance(error, TransportError):
+        return EXIT_IO
+    if isinstance(error, UsageError):
+        return EXIT_USAGE
+    return EXIT_INTERNAL
+
+
+def fail(message: str) -> None:
+    """Print one error line."""
+    click.echo(f"enklave: error: {message}", err=True)
+
+
+def run_guarded(command: click.Command, argv: list[str] | None) -> int:
+    """Run a click command; map every error to one line and an exit code."""
+    try:
+        result = command.main(args=argv, prog_name="enklave", standalone_mode=False)
+    except click.exceptions.Abort:
+        fail("aborted")
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except EnklaveError as exc:
+        fail(str(exc))
+        return exit_code_for(exc)
+    except OSError as exc:
+        fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+        return EXIT_IO
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: never show a traceback
+        fail(f"internal error: {type(exc).__name__}: {exc}")
+        return EXIT_INTERNAL
+    # With standalone_mode=False, click returns the code of ctx.exit(code) instead of raising.
+    return result if isinstance(result, int) else EXIT_OK
