@@ -80,12 +80,12 @@ def check_issued_by(what: str, cert: x509.Certificate, issuer: x509.Certificate)
     except x509.ExtensionNotFound:
         constraints = None
     if constraints is None or not constraints.ca:
-        raise CertificateChainError(f"the issuer of {what} ({issuer.subject.rfc4514_string()}) is not a CA")
+        raise CertificateChainError(f"the issuer of {what} ({subject_of(issuer)}) is not a CA")
     try:
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature) as exc:
         raise CertificateChainError(
-            f"{what} is not issued by {issuer.subject.rfc4514_string()}: {exc or 'bad signature'}"
+            f"{what} is not issued by {subject_of(issuer)}: {exc or 'bad signature'}"
         ) from exc
 
 
@@ -110,13 +110,13 @@ def check_chain(
     root = _find_root(last, roots)
     if root is not None:
         certs = chain[:-1]
-    elif last.issuer == last.subject:
-        raise UntrustedRootError(f"{what} ends in an untrusted root ({last.subject.rfc4514_string()})")
+    elif _issuer_is_subject(last, last):
+        raise UntrustedRootError(f"{what} ends in an untrusted root ({subject_of(last)})")
     else:
         root = _find_issuing_root(last, roots)
         certs = chain
         if root is None:
-            raise UntrustedRootError(f"{what} ends in an untrusted root ({last.issuer.rfc4514_string()})")
+            raise UntrustedRootError(f"{what} ends in a certificate issued by no trusted root ({subject_of(last)})")
     check_certificate_time(what, root.certificate, now, window)
     issuer = root.certificate
     for index in range(len(certs) - 1, -1, -1):
@@ -140,13 +140,30 @@ def load_evidence_chain(pem: bytes, what: str, max_length: int) -> list[x509.Cer
     try:
         chain = x509.load_pem_x509_certificates(pem)
         for cert in chain:
-            _ = (cert.subject, cert.issuer, cert.extensions, cert.public_key(), cert.not_valid_after_utc,
-                 cert.not_valid_before_utc, cert.signature_hash_algorithm)  # fmt: skip
+            # Names are left lazy: decoding them costs more than the rest, the checks compare them in
+            # Rust (verify_directly_issued_by), and messages go through subject_of(), which never raises.
+            _ = (cert.extensions, cert.public_key(), cert.not_valid_after_utc, cert.not_valid_before_utc,
+                 cert.signature_hash_algorithm)  # fmt: skip
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise InvalidQuote(f"{what} is malformed: {exc}") from exc
     if not 1 <= len(chain) <= max_length:
         raise InvalidQuote(f"{what} has {len(chain)} certificates, expected 1 to {max_length}")
     return chain
+
+
+def subject_of(cert: x509.Certificate) -> str:
+    """The certificate's subject for messages; a malformed name never turns an error into a crash."""
+    try:
+        return cert.subject.rfc4514_string()
+    except ValueError:
+        return "<malformed subject>"
+
+
+def _issuer_is_subject(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        return cert.issuer == issuer.subject
+    except ValueError:
+        return False
 
 
 def _find_root(cert: x509.Certificate, roots: Sequence[TrustedRoot]) -> TrustedRoot | None:
@@ -158,7 +175,7 @@ def _find_root(cert: x509.Certificate, roots: Sequence[TrustedRoot]) -> TrustedR
 
 def _find_issuing_root(cert: x509.Certificate, roots: Sequence[TrustedRoot]) -> TrustedRoot | None:
     for root in roots:
-        if cert.issuer == root.certificate.subject:
+        if _issuer_is_subject(cert, root.certificate):
             return root
     return None
 
@@ -173,7 +190,7 @@ def check_crl(
     """
     key = issuer.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(key):
-        raise SignatureError(f"{what}: signature does not verify with {issuer.subject.rfc4514_string()}")
+        raise SignatureError(f"{what}: signature does not verify with {subject_of(issuer)}")
     next_update = crl.next_update_utc
     if next_update is None:
         raise InvalidCollateral(f"{what} has no nextUpdate")

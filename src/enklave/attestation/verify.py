@@ -299,8 +299,8 @@ def _check_pck(chain_pem: bytes, checked: _CollateralCheck, now: datetime) -> _P
     # The PCK CRL must be the one of the CA that issued this PCK certificate (processor or platform CA).
     if chain_ca != collateral.pck_crl_issuer_chain[0]:
         raise CollateralMismatchError(
-            f"the PCK certificate is issued by {chain_ca.subject.rfc4514_string()}, but the PCK CRL is from "
-            f"{collateral.pck_crl_issuer_chain[0].subject.rfc4514_string()}"
+            f"the PCK certificate is issued by {_pki.subject_of(chain_ca)}, but the PCK CRL is from "
+            f"{_pki.subject_of(collateral.pck_crl_issuer_chain[0])}"
         )
     _pki.check_not_revoked("PCK CA of the PCK certificate chain", chain_ca, collateral.root_ca_crl)
     _pki.check_not_revoked("PCK certificate", leaf, collateral.pck_crl)

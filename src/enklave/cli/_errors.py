@@ -52,8 +52,13 @@ def run_guarded(command: click.Command, argv: list[str] | None) -> int:
     except click.exceptions.Abort:
         fail("aborted")
         return EXIT_USAGE
+    except click.UsageError as exc:
+        # One line, like every other error; the command's --help has the details.
+        where = exc.ctx.command_path if exc.ctx is not None else "enklave"
+        fail(f"{exc.format_message()} (see '{where} --help')")
+        return EXIT_USAGE
     except click.ClickException as exc:
-        exc.show()
+        fail(exc.format_message())
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code

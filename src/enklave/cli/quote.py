@@ -14,7 +14,7 @@ from enklave.attestation.verified import VerifiedQuote
 from enklave.attestation.verify import verify_quote
 from enklave.cli._errors import EXIT_VERIFICATION, fail
 from enklave.cli._io import decode_evidence, parse_time, read_file
-from enklave.errors import PolicyError, VerificationError
+from enklave.errors import PolicyError, UsageError, VerificationError
 from enklave.sgx.oe import unwrap_evidence
 from enklave.sgx.quote import Quote
 from enklave.sgx.views import quote_to_dict
@@ -113,12 +113,7 @@ def verify(
 
     Exits 0 only when verification and the appraisal policy both pass; otherwise prints the reason.
     """
-    now = parse_time(at)
-    _, parsed = load_quote(file)
-    collateral = QuoteCollateral.from_json(read_file(collateral_path, what="collateral file"))
-    trusted = [TrustedRoot.from_pem(read_file(path, what="root certificate")) for path in roots] or [
-        intel_sgx_root()
-    ]
+    # Options first: a usage error is reported before any file is read.
     policy_args: dict[str, Any] = {"allow_debug": allow_debug}
     if mrenclave:
         policy_args["mr_enclave"] = mrenclave
@@ -133,8 +128,17 @@ def verify(
     if reject_advisory:
         policy_args["rejected_advisory_ids"] = reject_advisory
     if report_data is not None:
-        policy_args["report_data"] = report_data
+        try:
+            policy_args["report_data"] = bytes.fromhex(report_data)
+        except ValueError as exc:
+            raise UsageError(f"--report-data must be hexadecimal: {exc}") from exc
     policy = EnclavePolicy(**policy_args)
+    now = parse_time(at)
+    _, parsed = load_quote(file)
+    collateral = QuoteCollateral.from_json(read_file(collateral_path, what="collateral file"))
+    trusted = [TrustedRoot.from_pem(read_file(path, what="root certificate")) for path in roots] or [
+        intel_sgx_root()
+    ]
 
     verified: VerifiedQuote | None = None
     try:

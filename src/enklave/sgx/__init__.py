@@ -1,0 +1,72 @@
+"""SGX structures as frozen, byte-exact models (layer 1: bytes in, objects out; no I/O, no clock).
+
+Every model's ``from_bytes`` raises :class:`enklave.errors.InvalidQuote` (with the byte offset where known) for
+truncated, oversized or trailing data and unknown versions, and ``to_bytes`` reproduces the input exactly.
+"""
+
+from __future__ import annotations
+
+from enklave.sgx.oe import (
+    EvidenceFormat,
+    OeAttestationHeader,
+    OeReportHeader,
+    unwrap_evidence,
+    wrap_quote_evidence,
+    wrap_quote_legacy,
+)
+from enklave.sgx.pck import PckConfiguration, PckExtension, PckTcb, SgxType
+from enklave.sgx.quote import (
+    INTEL_QE_VENDOR_ID,
+    AttestationKeyType,
+    CertificationData,
+    CertificationDataType,
+    PckIdentifier,
+    QeReportCertificationData,
+    Quote,
+    QuoteHeader,
+    TeeType,
+)
+from enklave.sgx.report import (
+    AttributeFlags,
+    Attributes,
+    ConfigId,
+    CpuSvn,
+    MrEnclave,
+    MrSigner,
+    Report,
+    ReportBody,
+    ReportData,
+    TargetInfo,
+)
+
+__all__ = [
+    "INTEL_QE_VENDOR_ID",
+    "AttestationKeyType",
+    "AttributeFlags",
+    "Attributes",
+    "CertificationData",
+    "CertificationDataType",
+    "ConfigId",
+    "CpuSvn",
+    "EvidenceFormat",
+    "MrEnclave",
+    "MrSigner",
+    "OeAttestationHeader",
+    "OeReportHeader",
+    "PckConfiguration",
+    "PckExtension",
+    "PckIdentifier",
+    "PckTcb",
+    "QeReportCertificationData",
+    "Quote",
+    "QuoteHeader",
+    "Report",
+    "ReportBody",
+    "ReportData",
+    "SgxType",
+    "TargetInfo",
+    "TeeType",
+    "unwrap_evidence",
+    "wrap_quote_evidence",
+    "wrap_quote_legacy",
+]
