@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ASSETS
 
+from conftest import ASSETS
 from enklave.cli import main
 from enklave.cli._errors import EXIT_BAD_INPUT, EXIT_IO, EXIT_OK, EXIT_USAGE, EXIT_VERIFICATION
 
@@ -68,7 +68,9 @@ def test_quote_show_json_has_the_required_fields(capsys: pytest.CaptureFixture[s
 
 
 @pytest.mark.parametrize("encoding", ["hex", "base64", "base64url", "oe-legacy", "oe-evidence"])
-def test_quote_show_reads_every_encoding(capsys: pytest.CaptureFixture[str], tmp_path: Path, encoding: str) -> None:
+def test_quote_show_reads_every_encoding(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, encoding: str
+) -> None:
     from enklave.sgx.oe import wrap_quote_evidence, wrap_quote_legacy
 
     raw = Path(QUOTE).read_bytes()

@@ -24,7 +24,9 @@ EXIT_CODES: Final = {
     EXIT_INTERNAL: "internal error (a bug: please report it)",
 }
 
-EXIT_CODES_HELP: Final = "\b\nExit codes:\n" + "\n".join(f"  {code:<3} {text}" for code, text in EXIT_CODES.items())
+EXIT_CODES_HELP: Final = "\b\nExit codes:\n" + "\n".join(
+    f"  {code:<3} {text}" for code, text in EXIT_CODES.items()
+)
 
 
 def exit_code_for(error: EnklaveError) -> int:
@@ -68,7 +70,7 @@ def run_guarded(command: click.Command, argv: list[str] | None) -> int:
     except OSError as exc:
         fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
         return EXIT_IO
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: never show a traceback
+    except Exception as exc:
         fail(f"internal error: {type(exc).__name__}: {exc}")
         return EXIT_INTERNAL
     # With standalone_mode=False, click returns the code of ctx.exit(code) instead of raising.

@@ -5,10 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
-
-import click
 
 from enklave.errors import InvalidQuote, TransportError, UsageError
 
@@ -21,7 +20,7 @@ def read_file(path: str, *, what: str, limit: int = MAX_INPUT_SIZE) -> bytes:
     """Read at most ``limit`` bytes of a file (``-`` is standard input); larger files are refused."""
     try:
         if path == "-":
-            data = click.get_binary_stream("stdin").read(limit + 1)
+            data = sys.stdin.buffer.read(limit + 1)
         else:
             with Path(path).open("rb") as handle:
                 data = handle.read(limit + 1)
@@ -48,7 +47,9 @@ def decode_evidence(data: bytes) -> bytes:
     if text and _B64.match(text):
         compact = re.sub(rb"\s", b"", text).rstrip(b"=")
         try:
-            return base64.urlsafe_b64decode(compact.replace(b"+", b"-").replace(b"/", b"_") + b"=" * (-len(compact) % 4))
+            return base64.urlsafe_b64decode(
+                compact.replace(b"+", b"-").replace(b"/", b"_") + b"=" * (-len(compact) % 4)
+            )
         except (binascii.Error, ValueError) as exc:
             raise InvalidQuote(f"not valid base64: {exc}") from exc
     raise InvalidQuote("evidence is neither a binary quote nor hexadecimal or base64 text")

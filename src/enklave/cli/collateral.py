@@ -25,16 +25,30 @@ def collateral() -> None:
 
 
 @collateral.command("fetch")
-@click.option("--quote", "quote_path", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Take the FMSPC and PCK CA from this quote.")
+@click.option(
+    "--quote",
+    "quote_path",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Take the FMSPC and PCK CA from this quote.",
+)
 @click.option("--fmspc", metavar="HEX", help="FMSPC (12 hex digits), instead of --quote.")
 @click.option("--ca", type=click.Choice(["processor", "platform"]), help="PCK CA, with --fmspc.")
-@click.option("--pcs-url", default=INTEL_PCS_URL, show_default=True, envvar="ENKLAVE_PCCS_URL",
-              help="Intel PCS or a PCCS base URL (same v4 API).")
+@click.option(
+    "--pcs-url",
+    default=INTEL_PCS_URL,
+    show_default=True,
+    envvar="ENKLAVE_PCCS_URL",
+    help="Intel PCS or a PCCS base URL (same v4 API).",
+)
 @click.option("--insecure", is_flag=True, help="Do not verify the PCCS's TLS certificate (self-signed PCCS).")
 @click.option("--timeout", type=click.FloatRange(0.1, 300), default=30.0, show_default=True, help="Seconds.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, allow_dash=True),
-              help="Write the collateral JSON here ('-' for standard output).")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write the collateral JSON here ('-' for standard output).",
+)
 def fetch(
     quote_path: str | None, fmspc: str | None, ca: str | None, pcs_url: str, insecure: bool, timeout: float,
     output: str,

@@ -77,18 +77,35 @@ def show(file: str, as_json: bool) -> None:
 
 @quote.command("verify")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--collateral", "collateral_path", required=True, type=click.Path(dir_okay=False),
-              help="Collateral JSON (dcap-qvl QuoteCollateralV3 format, as `enklave collateral fetch` writes).")
+@click.option(
+    "--collateral",
+    "collateral_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Collateral JSON (dcap-qvl QuoteCollateralV3 format, as `enklave collateral fetch` writes).",
+)
 @click.option("--at", "at", metavar="ISO-8601", help="Verify as of this time (default: now).")
-@click.option("--root", "roots", multiple=True, type=click.Path(dir_okay=False),
-              help="Trust this root CA (PEM or DER) instead of the embedded Intel SGX Root CA. Repeatable.")
-@click.option("--mrenclave", multiple=True, metavar="HEX", help="Accept only this MRENCLAVE (repeat: one of).")
+@click.option(
+    "--root",
+    "roots",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Trust this root CA (PEM or DER) instead of the embedded Intel SGX Root CA. Repeatable.",
+)
+@click.option(
+    "--mrenclave", multiple=True, metavar="HEX", help="Accept only this MRENCLAVE (repeat: one of)."
+)
 @click.option("--mrsigner", multiple=True, metavar="HEX", help="Accept only this MRSIGNER (repeat: one of).")
 @click.option("--isv-prod-id", type=click.IntRange(0, 0xFFFF), help="Required ISV product id.")
 @click.option("--min-isv-svn", type=click.IntRange(0, 0xFFFF), help="Minimum ISV security version.")
 @click.option("--allow-debug", is_flag=True, help="Accept debug enclaves (never in production).")
-@click.option("--accept-status", "accept_status", multiple=True, metavar="STATUS",
-              help="Accepted TCB status (repeatable; default UpToDate and SWHardeningNeeded).")
+@click.option(
+    "--accept-status",
+    "accept_status",
+    multiple=True,
+    metavar="STATUS",
+    help="Accepted TCB status (repeatable; default UpToDate and SWHardeningNeeded).",
+)
 @click.option("--reject-advisory", multiple=True, metavar="ID", help="Reject if this advisory applies.")
 @click.option("--report-data", metavar="HEX", help="Required report data (zero-padded to 64 bytes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")

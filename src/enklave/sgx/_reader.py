@@ -45,7 +45,7 @@ class Reader:
         self._pos = pos + size
         return pos
 
-    def bytes(self, size: int, what: str) -> bytes:
+    def take(self, size: int, what: str) -> bytes:
         """Read exactly ``size`` bytes."""
         pos = self._need(size, what)
         return self._data[pos : pos + size]

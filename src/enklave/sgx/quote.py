@@ -116,8 +116,8 @@ class QuoteHeader:
         if tee_type != TeeType.SGX:
             raise InvalidQuote(f"unknown TEE type {tee_type:#x}", offset=start + 4)
         return cls(
-            version, key_type, tee_type, r.u16("QE SVN"), r.u16("PCE SVN"), r.bytes(16, "QE vendor id"),
-            r.bytes(20, "user data"),
+            version, key_type, tee_type, r.u16("QE SVN"), r.u16("PCE SVN"), r.take(16, "QE vendor id"),
+            r.take(20, "user data"),
         )  # fmt: skip
 
     def to_bytes(self) -> bytes:
@@ -141,10 +141,10 @@ class PckIdentifier:
     @classmethod
     def read(cls, r: Reader, ppid_size: int) -> PckIdentifier:
         """Read the identifier from the whole range of ``r``."""
-        ppid = r.bytes(ppid_size, "PPID")
-        cpu_svn = r.bytes(16, "CPUSVN")
+        ppid = r.take(ppid_size, "PPID")
+        cpu_svn = r.take(16, "CPUSVN")
         pce_svn = r.u16("PCESVN")
-        pce_id = r.bytes(2, "PCE-ID") if r.remaining else None
+        pce_id = r.take(2, "PCE-ID") if r.remaining else None
         r.finish("PCK identifier")
         return cls(ppid, cpu_svn, pce_svn, pce_id)
 
@@ -180,7 +180,7 @@ class CertificationData:
                 raise InvalidQuote("QE report certification data may not nest itself", offset=start)
             qe_cert_data = QeReportCertificationData.read(body)
         else:
-            body.bytes(body.remaining, "certification data")
+            body.take(body.remaining, "certification data")
         body.finish(f"certification data (type {cert_type})")
         data = body.consumed_since(data_start)
         return cls(cert_type, data, pck_identifier, qe_cert_data)
@@ -211,9 +211,9 @@ class QeReportCertificationData:
     @classmethod
     def read(cls, r: Reader) -> QeReportCertificationData:
         """Read the structure from the whole range of ``r``."""
-        raw = r.bytes(REPORT_BODY_SIZE, "QE report")
-        signature = r.bytes(_SIGNATURE_SIZE, "QE report signature")
-        auth = r.bytes(r.u16("QE auth data size"), "QE auth data")
+        raw = r.take(REPORT_BODY_SIZE, "QE report")
+        signature = r.take(_SIGNATURE_SIZE, "QE report signature")
+        auth = r.take(r.u16("QE auth data size"), "QE auth data")
         nested = CertificationData.read(r, nested=True)
         r.finish("QE report certification data")
         return cls(ReportBody.from_bytes(raw), raw, signature, auth, nested)
@@ -256,14 +256,14 @@ class Quote:
             raise InvalidQuote(f"quote of {len(data)} bytes exceeds the {MAX_QUOTE_SIZE}-byte limit")
         r = Reader(data)
         header = QuoteHeader.read(r)
-        body = ReportBody.from_bytes(r.bytes(REPORT_BODY_SIZE, "report body"))
+        body = ReportBody.from_bytes(r.take(REPORT_BODY_SIZE, "report body"))
         sig = r.sub(r.u32("signature data length"), "signature data")
-        signature = sig.bytes(_SIGNATURE_SIZE, "quote signature")
-        key = sig.bytes(_KEY_SIZE, "attestation key")
+        signature = sig.take(_SIGNATURE_SIZE, "quote signature")
+        key = sig.take(_KEY_SIZE, "attestation key")
         if header.version == 3:
-            qe_raw = sig.bytes(REPORT_BODY_SIZE, "QE report")
-            qe_sig = sig.bytes(_SIGNATURE_SIZE, "QE report signature")
-            auth = sig.bytes(sig.u16("QE auth data size"), "QE auth data")
+            qe_raw = sig.take(REPORT_BODY_SIZE, "QE report")
+            qe_sig = sig.take(_SIGNATURE_SIZE, "QE report signature")
+            auth = sig.take(sig.u16("QE auth data size"), "QE auth data")
             cert = CertificationData.read(sig)
             if cert.type == CertificationDataType.QE_REPORT_CERTIFICATION_DATA:
                 raise InvalidQuote("a v3 quote cannot carry QE report certification data (type 6)")
