@@ -48,12 +48,16 @@ def intel_sample_quote() -> bytes:
 
 @pytest.fixture(scope="session")
 def intel_sample_collateral() -> QuoteCollateral:
-    return QuoteCollateral.from_json(asset("intel-qvl-sampledata", "derived", "dcap_qvl_style_collateral.json"))
+    return QuoteCollateral.from_json(
+        asset("intel-qvl-sampledata", "derived", "dcap_qvl_style_collateral.json")
+    )
 
 
 @pytest.fixture(scope="session")
 def intel_test_root() -> TrustedRoot:
-    return TrustedRoot.from_pem(asset("intel-qvl-sampledata", "trustedRootCaCert.pem"), name="Intel QVL test root")
+    return TrustedRoot.from_pem(
+        asset("intel-qvl-sampledata", "trustedRootCaCert.pem"), name="Intel QVL test root"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import dcap_qvl
 import pytest
-from conftest import REAL_AFTER, REAL_INSIDE, asset
 
+from conftest import REAL_AFTER, REAL_INSIDE, asset
 from enklave.attestation.collateral import QuoteCollateral
 from enklave.attestation.verify import QuoteVerifier
 from enklave.errors import EnklaveError
@@ -23,7 +23,9 @@ def _dcap_qvl(quote: bytes, collateral_json: str, now: datetime) -> tuple[str, l
     return report.status, sorted(report.advisory_ids)
 
 
-def _enklave(verifier: QuoteVerifier, quote: bytes, collateral: QuoteCollateral, now: datetime) -> tuple[str, list[str]] | None:
+def _enklave(
+    verifier: QuoteVerifier, quote: bytes, collateral: QuoteCollateral, now: datetime
+) -> tuple[str, list[str]] | None:
     try:
         verified = verifier.verify(quote, collateral, now=now)
     except EnklaveError:
@@ -46,7 +48,9 @@ def test_same_verdict_on_the_real_quote(
         assert ours == ("ConfigurationAndSWHardeningNeeded", ["INTEL-SA-00289", "INTEL-SA-00615"])
 
 
-def test_same_verdict_on_the_set_with_an_expired_crl(mobilecoin_quote: bytes, mobilecoin_collateral: QuoteCollateral) -> None:
+def test_same_verdict_on_the_set_with_an_expired_crl(
+    mobilecoin_quote: bytes, mobilecoin_collateral: QuoteCollateral
+) -> None:
     collateral_json = asset("mobilecoin-attestation", "derived", "dcap_qvl_collateral.json").decode()
     for now in (datetime(2023, 7, 20, tzinfo=UTC), datetime(2023, 5, 1, tzinfo=UTC)):
         theirs = _dcap_qvl(mobilecoin_quote, collateral_json, now)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import INTEL_SAMPLE_INSIDE, REAL_AFTER, REAL_BEFORE, REAL_INSIDE
 
+from conftest import INTEL_SAMPLE_INSIDE, REAL_AFTER, REAL_BEFORE, REAL_INSIDE
 from enklave.attestation.collateral import QuoteCollateral, TcbStatus
 from enklave.attestation.trust import TrustedRoot, intel_sgx_root
 from enklave.attestation.verified import VerifiedQuote
@@ -47,7 +47,9 @@ def test_real_quote_expires_just_after_its_window(
         verify_quote(real_quote, real_collateral, now=now)
 
 
-def test_real_quote_is_not_yet_valid_before_its_window(real_quote: bytes, real_collateral: QuoteCollateral) -> None:
+def test_real_quote_is_not_yet_valid_before_its_window(
+    real_quote: bytes, real_collateral: QuoteCollateral
+) -> None:
     with pytest.raises(ExpiredError, match="not valid before 2025-06-19T10:56:11Z"):
         verify_quote(real_quote, real_collateral, now=REAL_BEFORE)
 
@@ -97,7 +99,7 @@ def test_set_with_expired_crl_is_rejected_at_any_time(
 
 def test_naive_time_is_a_usage_error(real_quote: bytes, real_collateral: QuoteCollateral) -> None:
     with pytest.raises(UsageError):
-        verify_quote(real_quote, real_collateral, now=datetime(2025, 7, 1))  # noqa: DTZ001
+        verify_quote(real_quote, real_collateral, now=datetime(2025, 7, 1))
 
 
 def test_only_the_verifier_builds_a_verified_quote(real_quote: bytes) -> None:
@@ -154,7 +156,9 @@ def test_every_single_byte_change_in_the_signed_parts_is_rejected(
 ) -> None:
     verifier = QuoteVerifier()
     offsets = _signed_offsets(real_quote)
-    assert len(offsets) == 1046  # header 48, body 384, length 4, sig 64, key 64, QE report 384, sig 64, auth 34
+    assert (
+        len(offsets) == 1046
+    )  # header 48, body 384, length 4, sig 64, key 64, QE report 384, sig 64, auth 34
     accepted = []
     for offset in offsets:
         tampered = bytearray(real_quote)

@@ -122,7 +122,9 @@ class PolicyError(VerificationError):
     public by construction).
     """
 
-    def __init__(self, message: str, *, field: str = "", expected: object = None, actual: object = None) -> None:
+    def __init__(
+        self, message: str, *, field: str = "", expected: object = None, actual: object = None
+    ) -> None:
         self.field = field
         self.expected = expected
         self.actual = actual

@@ -116,7 +116,9 @@ def check_chain(
         root = _find_issuing_root(last, roots)
         certs = chain
         if root is None:
-            raise UntrustedRootError(f"{what} ends in a certificate issued by no trusted root ({subject_of(last)})")
+            raise UntrustedRootError(
+                f"{what} ends in a certificate issued by no trusted root ({subject_of(last)})"
+            )
     check_certificate_time(what, root.certificate, now, window)
     issuer = root.certificate
     for index in range(len(certs) - 1, -1, -1):
