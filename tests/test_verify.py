@@ -8,6 +8,7 @@ import pytest
 
 from conftest import INTEL_SAMPLE_INSIDE, REAL_AFTER, REAL_BEFORE, REAL_INSIDE
 from enklave.attestation.collateral import QuoteCollateral, TcbStatus
+from enklave.attestation.policy import EnclavePolicy
 from enklave.attestation.trust import TrustedRoot, intel_sgx_root
 from enklave.attestation.verified import VerifiedQuote
 from enklave.attestation.verify import QuoteVerifier, verify_quote
@@ -15,6 +16,7 @@ from enklave.errors import (
     EnklaveError,
     ExpiredError,
     InvalidQuote,
+    PolicyError,
     UntrustedRootError,
     UsageError,
     VerificationError,
@@ -193,3 +195,29 @@ def test_a_changed_pck_chain_is_rejected(real_quote: bytes, real_collateral: Quo
         tampered[offset] = ord("A") if tampered[offset] != ord("A") else ord("B")
         with pytest.raises(EnklaveError):
             verifier.verify(bytes(tampered), real_collateral, now=REAL_INSIDE)
+
+
+def test_policies_appraise_a_real_verified_quote(real_quote: bytes, real_collateral: QuoteCollateral) -> None:
+    verified = verify_quote(real_quote, real_collateral, now=REAL_INSIDE)
+    statuses = ("UpToDate", "SWHardeningNeeded", "ConfigurationAndSWHardeningNeeded")
+    accepting = EnclavePolicy(
+        mr_enclave=verified.mr_enclave,
+        mr_signer=verified.mr_signer,
+        isv_prod_id=0,
+        min_isv_svn=0,
+        accepted_tcb_statuses=statuses,
+        report_data=b"Hello, world!",
+    )
+    accepting.appraise(verified)
+    with pytest.raises(PolicyError) as info:
+        EnclavePolicy(mr_enclave=verified.mr_enclave).appraise(verified)
+    assert info.value.field == "tcb_status"
+    assert info.value.actual == "ConfigurationAndSWHardeningNeeded"
+    with pytest.raises(PolicyError) as info:
+        EnclavePolicy(accepted_tcb_statuses=statuses, rejected_advisory_ids=["INTEL-SA-00615"]).appraise(
+            verified
+        )
+    assert info.value.field == "advisory_ids"
+    with pytest.raises(PolicyError) as info:
+        EnclavePolicy(accepted_tcb_statuses=statuses, min_isv_svn=1).appraise(verified)
+    assert info.value.field == "isv_svn"
