@@ -8,10 +8,11 @@ disagree or the body is malformed, oversized or of an unsupported version. No si
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from enklave.attestation import _signed_json as sj
 from enklave.errors import InvalidCollateral, UsageError
@@ -191,6 +192,37 @@ def _check_signed(body: bytes, signature: bytes, what: str) -> str:
     return sj.decode_text(body, what=f"{what} body", max_size=MAX_COLLATERAL_JSON_SIZE)
 
 
+_D = TypeVar("_D")
+
+# Passed by _document_from_parts, whose fields were just parsed from the body: __post_init__ then need not parse
+# the body a second time to prove that the fields match the signed bytes. Any other construction re-parses.
+_PARSED_FROM_BODY = object()
+
+
+def _document_from_parts(
+    cls: Callable[..., _D],
+    parse: Callable[[str], tuple[object, ...]],
+    body: bytes | str,
+    signature: bytes,
+    what: str,
+) -> _D:
+    """Build a signed document from its exact body text and 64-byte signature (fields parsed from the body)."""
+    text = sj.decode_text(body, what=f"{what} body", max_size=MAX_COLLATERAL_JSON_SIZE)
+    return cls(
+        *parse(text),
+        body=text.encode("utf-8"),
+        signature=_signature_bytes(signature, what),
+        _parsed=_PARSED_FROM_BODY,
+    )
+
+
+def _split_signed_document(text: bytes | str, key: str, what: str) -> tuple[str, bytes]:
+    """Cut the body out of Intel's ``{"<key>": {...}, "signature": "<hex>"}`` unchanged, with its signature."""
+    document = sj.decode_text(text, what=f"{what} document", max_size=MAX_COLLATERAL_JSON_SIZE)
+    body, _, signature = sj.split_signed(document, key, what=f"{what} document")
+    return body, sj.parse_hex(signature, where=f"{what} signature", size=SIGNATURE_SIZE)
+
+
 @dataclass(frozen=True, slots=True)
 class TcbInfo:
     """Intel's SGX TCB info, version 2 or 3, for one FMSPC.
@@ -213,9 +245,11 @@ class TcbInfo:
     body: bytes = field(repr=False)
     signature: bytes = field(repr=False)
 
-    def __post_init__(self) -> None:
+    _parsed: InitVar[object] = None  # private: see _PARSED_FROM_BODY
+
+    def __post_init__(self, _parsed: object) -> None:
         text = _check_signed(self.body, self.signature, "TCB info")
-        if _parse_tcb_info_content(text) != _TcbInfoContent(
+        if _parsed is not _PARSED_FROM_BODY and _parse_tcb_info_content(text) != _TcbInfoContent(
             self.version,
             self.id,
             self.issue_date,
@@ -231,12 +265,7 @@ class TcbInfo:
     @classmethod
     def from_parts(cls, body: bytes | str, signature: bytes) -> TcbInfo:
         """Build from the exact signed text of the ``tcbInfo`` object and its 64-byte signature."""
-        text = sj.decode_text(body, what="TCB info body", max_size=MAX_COLLATERAL_JSON_SIZE)
-        return cls(
-            *_parse_tcb_info_content(text),
-            body=text.encode("utf-8"),
-            signature=_signature_bytes(signature, "TCB info"),
-        )
+        return _document_from_parts(cls, _parse_tcb_info_content, body, signature, "TCB info")
 
     @classmethod
     def from_signed_json(cls, text: bytes | str) -> TcbInfo:
@@ -244,9 +273,7 @@ class TcbInfo:
 
         The document must be one JSON object with exactly those two keys; raises :class:`InvalidCollateral`.
         """
-        document = sj.decode_text(text, what="TCB info document", max_size=MAX_COLLATERAL_JSON_SIZE)
-        body, _, signature = sj.split_signed(document, "tcbInfo", what="TCB info document")
-        return cls.from_parts(body, sj.parse_hex(signature, where="TCB info signature", size=SIGNATURE_SIZE))
+        return cls.from_parts(*_split_signed_document(text, "tcbInfo", "TCB info"))
 
 
 class _QeIdentityContent(NamedTuple):
@@ -327,9 +354,11 @@ class QeIdentity:
     body: bytes = field(repr=False)
     signature: bytes = field(repr=False)
 
-    def __post_init__(self) -> None:
+    _parsed: InitVar[object] = None  # private: see _PARSED_FROM_BODY
+
+    def __post_init__(self, _parsed: object) -> None:
         text = _check_signed(self.body, self.signature, "QE identity")
-        if _parse_qe_identity_content(text) != _QeIdentityContent(
+        if _parsed is not _PARSED_FROM_BODY and _parse_qe_identity_content(text) != _QeIdentityContent(
             self.id,
             self.version,
             self.issue_date,
@@ -348,12 +377,7 @@ class QeIdentity:
     @classmethod
     def from_parts(cls, body: bytes | str, signature: bytes) -> QeIdentity:
         """Build from the exact signed text of the ``enclaveIdentity`` object and its 64-byte signature."""
-        text = sj.decode_text(body, what="QE identity body", max_size=MAX_COLLATERAL_JSON_SIZE)
-        return cls(
-            *_parse_qe_identity_content(text),
-            body=text.encode("utf-8"),
-            signature=_signature_bytes(signature, "QE identity"),
-        )
+        return _document_from_parts(cls, _parse_qe_identity_content, body, signature, "QE identity")
 
     @classmethod
     def from_signed_json(cls, text: bytes | str) -> QeIdentity:
@@ -361,8 +385,4 @@ class QeIdentity:
 
         The document must be one JSON object with exactly those two keys; raises :class:`InvalidCollateral`.
         """
-        document = sj.decode_text(text, what="QE identity document", max_size=MAX_COLLATERAL_JSON_SIZE)
-        body, _, signature = sj.split_signed(document, "enclaveIdentity", what="QE identity document")
-        return cls.from_parts(
-            body, sj.parse_hex(signature, where="QE identity signature", size=SIGNATURE_SIZE)
-        )
+        return cls.from_parts(*_split_signed_document(text, "enclaveIdentity", "QE identity"))
