@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from pathlib import Path
+from datetime import datetime
 
 import click
 
 from enklave.attestation.collateral import QuoteCollateral
 from enklave.attestation.evidence import collateral_request
-from enklave.attestation.sources import HttpxTransport, PcsCollateralSource
+from enklave.attestation.sources import HttpxTransport, PcsCollateralSource, write_collateral_file
 from enklave.cli._io import read_file
 from enklave.cli.quote import load_quote
-from enklave.errors import TransportError, UsageError
+from enklave.errors import UsageError
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
 
@@ -69,11 +67,13 @@ def fetch(
         ca_name = ca
     else:
         raise UsageError("give --quote, or --fmspc together with --ca")
-    source = PcsCollateralSource(pcs_url, transport=HttpxTransport(timeout=timeout, verify=not insecure))
-    fetched = source.fetch(fmspc_bytes, ca_name)
-    write_atomically(output, fetched.to_json())
-    if output != "-":
-        click.echo(f"wrote collateral for FMSPC {fmspc_bytes.hex()} ({ca_name} CA) to {output}", err=True)
+    with HttpxTransport(timeout=timeout, verify=not insecure) as transport:
+        fetched = PcsCollateralSource(pcs_url, transport=transport).fetch(fmspc_bytes, ca_name)
+    if output == "-":
+        click.echo(fetched.to_json())
+        return
+    write_collateral_file(output, fetched)
+    click.echo(f"wrote collateral for FMSPC {fmspc_bytes.hex()} ({ca_name} CA) to {output}", err=True)
 
 
 @collateral.command("show")
@@ -109,20 +109,5 @@ def show(file: str, as_json: bool) -> None:
     click.echo(f"valid until {view['earliest_next_update']} (earliest next update)")
 
 
-def _iso(value: object) -> str | None:
-    return None if value is None else value.isoformat()  # type: ignore[attr-defined]
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Write a file completely or not at all: a temporary file in the same directory, then a rename."""
-    if path == "-":
-        click.echo(text)
-        return
-    target = Path(path)
-    try:
-        handle, temporary = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        Path(temporary).replace(target)
-    except OSError as exc:
-        raise TransportError(f"cannot write {path}: {exc.strerror or exc}") from exc
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
