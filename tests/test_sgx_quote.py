@@ -190,3 +190,51 @@ def test_target_info_addresses_the_enclave(real_quote: bytes) -> None:
     target = TargetInfo.for_enclave(body)
     assert target.mr_enclave == body.mr_enclave
     assert TargetInfo.from_bytes(target.to_bytes()) == target
+
+
+def _as_v4(v3: bytes) -> bytes:
+    """Re-pack a v3 quote's parts in the v4 layout: the QE report and PCK chain move into certification data
+    type 6. The signatures no longer verify (the header changed); the structure is what is under test."""
+    quote = Quote.from_bytes(v3)
+    inner = quote.certification_data.to_bytes()
+    qe_data = quote.qe_report_raw + quote.qe_report_signature
+    qe_data += len(quote.qe_auth_data).to_bytes(2, "little") + quote.qe_auth_data + inner
+    outer = (6).to_bytes(2, "little") + len(qe_data).to_bytes(4, "little") + qe_data
+    signature_data = quote.signature + quote.attestation_key + outer
+    header = (4).to_bytes(2, "little") + v3[2:48]
+    return header + v3[48:432] + len(signature_data).to_bytes(4, "little") + signature_data
+
+
+def test_v4_sgx_quote_nests_qe_report_certification_data(real_quote: bytes) -> None:
+    v3 = Quote.from_bytes(real_quote)
+    raw = _as_v4(real_quote)
+    v4 = Quote.from_bytes(raw)
+    assert v4.version == 4
+    assert v4.to_bytes() == raw
+    assert v4.body == v3.body
+    assert v4.qe_report == v3.qe_report
+    assert v4.qe_report_signature == v3.qe_report_signature
+    assert v4.qe_auth_data == v3.qe_auth_data
+    assert v4.certification_data.type == CertificationDataType.PCK_CERT_CHAIN
+    assert v4.pck_chain_pem == v3.pck_chain_pem
+
+
+def test_v4_sgx_quote_requires_type_6(real_quote: bytes) -> None:
+    quote = Quote.from_bytes(real_quote)
+    inner = quote.certification_data.to_bytes()
+    signature_data = quote.signature + quote.attestation_key + inner
+    raw = (
+        (4).to_bytes(2, "little")
+        + real_quote[2:432]
+        + len(signature_data).to_bytes(4, "little")
+        + signature_data
+    )
+    with pytest.raises(InvalidQuote, match="must carry QE report certification data"):
+        Quote.from_bytes(raw)
+
+
+def test_v3_quote_may_not_carry_type_6(real_quote: bytes) -> None:
+    v4 = _as_v4(real_quote)
+    raw = (3).to_bytes(2, "little") + v4[2:]
+    with pytest.raises(InvalidQuote):
+        Quote.from_bytes(raw)
