@@ -216,6 +216,12 @@ def _document_from_parts(
     )
 
 
+def _fields_of(document: object, names: tuple[str, ...]) -> tuple[object, ...]:
+    """The document's fields that its signed body determines, in the content tuple's order (a NamedTuple
+    compares equal to a plain tuple of the same items)."""
+    return tuple(getattr(document, name) for name in names)
+
+
 def _split_signed_document(text: bytes | str, key: str, what: str) -> tuple[str, bytes]:
     """Cut the body out of Intel's ``{"<key>": {...}, "signature": "<hex>"}`` unchanged, with its signature."""
     document = sj.decode_text(text, what=f"{what} document", max_size=MAX_COLLATERAL_JSON_SIZE)
@@ -249,16 +255,8 @@ class TcbInfo:
 
     def __post_init__(self, _parsed: object) -> None:
         text = _check_signed(self.body, self.signature, "TCB info")
-        if _parsed is not _PARSED_FROM_BODY and _parse_tcb_info_content(text) != _TcbInfoContent(
-            self.version,
-            self.id,
-            self.issue_date,
-            self.next_update,
-            self.fmspc,
-            self.pce_id,
-            self.tcb_type,
-            self.tcb_evaluation_data_number,
-            self.tcb_levels,
+        if _parsed is not _PARSED_FROM_BODY and _parse_tcb_info_content(text) != _fields_of(
+            self, _TcbInfoContent._fields
         ):
             raise _invalid("TCB info fields do not match its signed body")
 
@@ -358,19 +356,8 @@ class QeIdentity:
 
     def __post_init__(self, _parsed: object) -> None:
         text = _check_signed(self.body, self.signature, "QE identity")
-        if _parsed is not _PARSED_FROM_BODY and _parse_qe_identity_content(text) != _QeIdentityContent(
-            self.id,
-            self.version,
-            self.issue_date,
-            self.next_update,
-            self.tcb_evaluation_data_number,
-            self.miscselect,
-            self.miscselect_mask,
-            self.attributes,
-            self.attributes_mask,
-            self.mrsigner,
-            self.isv_prod_id,
-            self.tcb_levels,
+        if _parsed is not _PARSED_FROM_BODY and _parse_qe_identity_content(text) != _fields_of(
+            self, _QeIdentityContent._fields
         ):
             raise _invalid("QE identity fields do not match its signed body")
 
