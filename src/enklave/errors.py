@@ -8,6 +8,9 @@ the caller misused the API::
     ├── BadDataError                 untrusted bytes were malformed or failed verification
     │   ├── InvalidQuote             an SGX structure or evidence envelope could not be parsed
     │   ├── InvalidCollateral        TCB info, QE identity, CRL, certificate or collateral file could not be parsed
+    │   ├── InvalidBundle            a signed enclave bundle or its SIGSTRUCT could not be parsed
+    │   ├── InvalidSealedBlob        a sealed blob could not be parsed (wrong magic, version, truncated)
+    │   ├── BoundaryError            a frame or argument crossing the host/enclave boundary was rejected
     │   └── VerificationError        well-formed data that must not be trusted
     │       ├── SignatureError       a signature does not verify over the signed bytes
     │       ├── CertificateChainError
@@ -18,14 +21,24 @@ the caller misused the API::
     │       ├── BindingError         a hash binding does not hold (QE report data, report data)
     │       ├── QeIdentityError      the quoting enclave is not the one the QE identity describes
     │       ├── TcbError             no TCB level matches the platform, or the TCB status is not acceptable
-    │       └── PolicyError          the appraisal policy rejected verified evidence (names field, expected, actual)
+    │       ├── PolicyError          the appraisal policy rejected verified evidence (names field, expected, actual)
+    │       ├── LaunchError          a bundle fails the EINIT checks (measurement or SIGSTRUCT signature)
+    │       └── SealingError         a sealed blob does not unseal here (tampered, other enclave, SVN rollback)
     ├── TransportError               I/O failed: network, file system, remote service
     │   └── CollateralUnavailable    collateral could not be obtained from any source
+    ├── EnclaveRuntimeError          a call into or out of a running enclave did not complete
+    │   ├── EcallError               enclave code raised (carries the enclave-side type name and message)
+    │   ├── OcallError               a host function called by the enclave raised
+    │   ├── EcallTimeout             the host stopped waiting for an ecall
+    │   └── EnclaveCrashedError      the enclave process died or is not running
+    ├── PlatformError                the TEE platform is unavailable or refused a request (no SGX, EGETKEY)
     └── UsageError                   the caller misused the API or passed an invalid option
+        └── ConfigError              an enclave configuration (enklave.toml) is invalid
 
 Parsers raise exactly one type per format (``InvalidQuote`` for SGX structures, ``InvalidCollateral`` for
-collateral) and always chain the low-level cause with ``raise ... from exc``. Verifiers raise; they never return
-``False``. Messages never contain secrets.
+collateral, ``InvalidBundle`` for enclave bundles, ``InvalidSealedBlob`` for sealed data) and always chain the
+low-level cause with ``raise ... from exc``. Verifiers raise; they never return ``False``. Messages never contain
+secrets.
 """
 
 from __future__ import annotations
@@ -33,16 +46,28 @@ from __future__ import annotations
 __all__ = [
     "BadDataError",
     "BindingError",
+    "BoundaryError",
     "CertificateChainError",
     "CollateralMismatchError",
     "CollateralUnavailable",
+    "ConfigError",
+    "EcallError",
+    "EcallTimeout",
+    "EnclaveCrashedError",
+    "EnclaveRuntimeError",
     "EnklaveError",
     "ExpiredError",
+    "InvalidBundle",
     "InvalidCollateral",
     "InvalidQuote",
+    "InvalidSealedBlob",
+    "LaunchError",
+    "OcallError",
+    "PlatformError",
     "PolicyError",
     "QeIdentityError",
     "RevokedError",
+    "SealingError",
     "SignatureError",
     "TcbError",
     "TransportError",
@@ -73,6 +98,23 @@ class InvalidQuote(BadDataError):
 
 class InvalidCollateral(BadDataError):
     """Collateral (TCB info, QE identity, CRL, certificate chain, collateral file) is malformed."""
+
+
+class InvalidBundle(BadDataError):
+    """A signed enclave bundle (or the SIGSTRUCT inside it) is malformed."""
+
+
+class InvalidSealedBlob(BadDataError):
+    """A sealed blob is malformed: wrong magic, unknown version, truncated or oversized fields."""
+
+
+class BoundaryError(BadDataError):
+    """A frame or an argument crossing the host/enclave boundary was rejected.
+
+    Raised inside the enclave when the host sends a malformed frame or an argument that does not match the
+    declared type or size limit, and reported back to the host as this type; raised in the host when the enclave
+    answers an ocall result or frame that does not decode.
+    """
 
 
 class VerificationError(BadDataError):
@@ -131,6 +173,16 @@ class PolicyError(VerificationError):
         super().__init__(message)
 
 
+class LaunchError(VerificationError):
+    """An enclave bundle fails what EINIT checks: its measurement differs from the SIGSTRUCT's enclave hash, or
+    the SIGSTRUCT signature does not verify under the modulus it carries."""
+
+
+class SealingError(VerificationError):
+    """A sealed blob does not unseal in this enclave: it was tampered with, sealed by another enclave or signer,
+    or sealed at a higher ISV SVN or CPU SVN than this enclave has (rollback protection)."""
+
+
 class TransportError(EnklaveError):
     """I/O failed: the network, the file system or a remote service."""
 
@@ -139,5 +191,42 @@ class CollateralUnavailable(TransportError):
     """Collateral could not be obtained (the service failed, answered an error, or the file is missing)."""
 
 
+class EnclaveRuntimeError(EnklaveError):
+    """A call into (ecall) or out of (ocall) a running enclave did not complete normally."""
+
+
+class EcallError(EnclaveRuntimeError):
+    """Enclave code raised while serving an ecall.
+
+    ``type_name`` is the enclave-side exception's class name and the message is its text; the enclave decides
+    what its messages say, so enclave code must not put secrets in exception messages.
+    """
+
+    def __init__(self, message: str, *, type_name: str = "") -> None:
+        self.type_name = type_name
+        super().__init__(f"{type_name}: {message}" if type_name else message)
+
+
+class OcallError(EnclaveRuntimeError):
+    """A host function that the enclave called (an ocall) raised or is not provided by the host."""
+
+
+class EcallTimeout(EnclaveRuntimeError):
+    """The host stopped waiting for an ecall; the enclave thread (TCS) stays busy until the call returns."""
+
+
+class EnclaveCrashedError(EnclaveRuntimeError):
+    """The enclave process exited or was killed; calls in flight fail with this error. Load it again to go on."""
+
+
+class PlatformError(EnklaveError):
+    """The TEE platform is unavailable (no SGX device, no Gramine) or refused a request (a key request above
+    the enclave's own SVN, a missing ``/dev/attestation`` file)."""
+
+
 class UsageError(EnklaveError):
     """The caller misused the API: an invalid argument, option or configuration."""
+
+
+class ConfigError(UsageError):
+    """An enclave configuration (``enklave.toml``) is invalid: a missing or mistyped key, a value out of range."""
