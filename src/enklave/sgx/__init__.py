@@ -6,6 +6,7 @@ truncated, oversized or trailing data and unknown versions, and ``to_bytes`` rep
 
 from __future__ import annotations
 
+from enklave.sgx.measurement import Measurement, SecinfoFlags
 from enklave.sgx.oe import (
     EvidenceFormat,
     OeAttestationHeader,
@@ -38,9 +39,11 @@ from enklave.sgx.report import (
     ReportData,
     TargetInfo,
 )
+from enklave.sgx.sigstruct import SIGSTRUCT_SIZE, Sigstruct, mr_signer_of
 
 __all__ = [
     "INTEL_QE_VENDOR_ID",
+    "SIGSTRUCT_SIZE",
     "AttestationKeyType",
     "AttributeFlags",
     "Attributes",
@@ -49,6 +52,7 @@ __all__ = [
     "ConfigId",
     "CpuSvn",
     "EvidenceFormat",
+    "Measurement",
     "MrEnclave",
     "MrSigner",
     "OeAttestationHeader",
@@ -63,9 +67,12 @@ __all__ = [
     "Report",
     "ReportBody",
     "ReportData",
+    "SecinfoFlags",
     "SgxType",
+    "Sigstruct",
     "TargetInfo",
     "TeeType",
+    "mr_signer_of",
     "unwrap_evidence",
     "wrap_quote_evidence",
     "wrap_quote_legacy",
