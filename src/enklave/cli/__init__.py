@@ -13,9 +13,12 @@ import click
 
 from enklave import __version__
 from enklave.cli._errors import EXIT_CODES, EXIT_CODES_HELP, run_guarded
+from enklave.cli.build import build
 from enklave.cli.collateral import collateral
 from enklave.cli.demo import demo
+from enklave.cli.enclave import info, sign, signerid, uniqueid
 from enklave.cli.quote import quote
+from enklave.cli.sim import sim
 
 __all__ = ["EXIT_CODES", "cli", "main"]
 
@@ -36,8 +39,14 @@ def cli(verbose: int) -> None:
 
 
 cli.add_command(quote)
+cli.add_command(build)
 cli.add_command(collateral)
 cli.add_command(demo)
+cli.add_command(sim)
+cli.add_command(sign)
+cli.add_command(uniqueid)
+cli.add_command(signerid)
+cli.add_command(info)
 
 
 def main(argv: list[str] | None = None) -> int:

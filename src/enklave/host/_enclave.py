@@ -1,0 +1,287 @@
+"""The host's handle on a running enclave: ecalls (sync and async), ocall serving, timeouts, crash reporting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import queue
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from enklave import errors
+from enklave.errors import (
+    BoundaryError,
+    EcallError,
+    EcallTimeout,
+    EnclaveCrashedError,
+    EnklaveError,
+    UsageError,
+)
+from enklave.host._process import describe_exit, stop
+from enklave.runtime._types import FunctionSpec
+from enklave.runtime._wire import Channel, ChannelClosed, Kind
+from enklave.sgx.report import MrEnclave, MrSigner
+
+__all__ = ["Enclave", "EnclaveInfo"]
+
+_log = logging.getLogger("enklave.host")
+
+
+@dataclass(frozen=True, slots=True)
+class EnclaveInfo:
+    """What the enclave reported about itself at start-up (informational: trust comes from a verified quote)."""
+
+    mode: str
+    simulated: bool
+    mr_enclave: MrEnclave
+    mr_signer: MrSigner
+    isv_prod_id: int
+    isv_svn: int
+    ecalls: Mapping[str, FunctionSpec]
+    ocalls: Mapping[str, FunctionSpec]
+
+
+class _Calls:
+    """``enclave.ecall.NAME(*args)``: attribute access returns a callable for each declared ecall."""
+
+    def __init__(self, enclave: Enclave, asynchronous: bool) -> None:
+        self._enclave = enclave
+        self._async = asynchronous
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name not in self._enclave.info.ecalls:
+            raise AttributeError(f"the enclave declares no ecall {name!r}")
+        method = self._enclave.acall if self._async else self._enclave.call
+        bound = functools.partial(method, name)
+        # Cache the callable on the instance: later lookups skip __getattr__.
+        setattr(self, name, bound)
+        return bound
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._enclave.info.ecalls)
+
+
+class Enclave:
+    """A loaded enclave. Use :func:`enklave.host.load` to get one, as a context manager.
+
+    ``enclave.ecall.NAME(*args)`` calls an ecall and waits; ``await enclave.aecall.NAME(*args)`` does the same
+    from asyncio. At most ``threads`` (the TCS count in enklave.toml) ecalls run at once; more wait for a free
+    thread. Enclave exceptions arrive as :class:`~enklave.errors.EcallError`, rejected arguments as
+    :class:`~enklave.errors.BoundaryError`, a dead enclave as :class:`~enklave.errors.EnclaveCrashedError`.
+    """
+
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        channels: list[Channel],
+        info: EnclaveInfo,
+        *,
+        ocalls: Mapping[str, Callable[..., Any]],
+        timeout: float | None,
+    ) -> None:
+        self._process = process
+        self._channels = channels
+        self._free: queue.SimpleQueue[Channel] = queue.SimpleQueue()
+        for channel in channels:
+            self._free.put(channel)
+        self.info = info
+        self._ocalls = dict(ocalls)
+        self._timeout = timeout
+        self._dead: str | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self.ecall = _Calls(self, asynchronous=False)
+        self.aecall = _Calls(self, asynchronous=True)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        """The enclave process id."""
+        return self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        """True while the enclave process runs and the handle is open."""
+        return not self._closed and self._dead is None and self._process.poll() is None
+
+    @property
+    def threads(self) -> int:
+        """The number of enclave threads (TCS): the most ecalls that run at once."""
+        return len(self._channels)
+
+    def close(self) -> None:
+        """Close the channels, let the enclave process exit (killing it after a grace period). Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for channel in self._channels:
+            channel.close()
+        stop(self._process)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> Enclave:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+    # -- calls -------------------------------------------------------------------------------------------------
+
+    def call(self, name: str, *args: Any, timeout: float | None = None) -> Any:
+        """Call ecall ``name``; ``timeout`` (seconds, default: the one given to load) bounds the whole call.
+
+        On :class:`~enklave.errors.EcallTimeout` the enclave thread stays busy until the call returns (as a TCS
+        does); the late result is discarded.
+        """
+        spec = self.info.ecalls.get(name)
+        if spec is None:
+            raise UsageError(f"the enclave declares no ecall {name!r}")
+        self._check_usable()
+        limit = self._timeout if timeout is None else timeout
+        deadline = None if limit is None else time.monotonic() + limit
+        try:
+            channel = self._free.get(timeout=limit)
+        except queue.Empty:
+            raise EcallTimeout(
+                f"ecall {name!r}: all {self.threads} enclave threads stayed busy for {limit} s"
+            ) from None
+        healthy = True
+        try:
+            self._check_usable()
+            channel.send([Kind.CALL, name, list(args)])
+            return self._await_reply(channel, spec, deadline)
+        except TimeoutError:
+            healthy = False
+            self._drain_later(channel, spec)
+            raise EcallTimeout(f"ecall {name!r} did not return within {limit} s") from None
+        except ChannelClosed:
+            healthy = False
+            raise self._crashed() from None
+        finally:
+            if healthy:
+                self._free.put(channel)
+
+    async def acall(self, name: str, *args: Any, timeout: float | None = None) -> Any:
+        """:meth:`call` from asyncio: the call runs on a worker thread, the event loop keeps going."""
+        loop = asyncio.get_running_loop()
+        if self._executor is None:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="enklave-ecall")
+        return await loop.run_in_executor(
+            self._executor, functools.partial(self.call, name, *args, timeout=timeout)
+        )
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise UsageError("the enclave was closed")
+        if self._dead is not None:
+            raise EnclaveCrashedError(self._dead)
+
+    def _crashed(self) -> EnclaveCrashedError:
+        if self._closed:
+            return EnclaveCrashedError("the enclave was closed while the call was running")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout=2)
+        message = f"the enclave process {describe_exit(self._process)}; load it again to continue"
+        self._dead = message
+        _log.warning("enclave %d: %s", self._process.pid, message)
+        return EnclaveCrashedError(message)
+
+    def _await_reply(self, channel: Channel, spec: FunctionSpec, deadline: float | None) -> Any:
+        sock = channel.sock
+        try:
+            while True:
+                if deadline is not None:
+                    sock.settimeout(max(deadline - time.monotonic(), 0.000_001))
+                message = channel.receive()
+                kind = message[0]
+                if kind == Kind.RETURN and len(message) == 2:
+                    return spec.check_result(message[1])
+                if kind == Kind.ERROR and len(message) == 4:
+                    raise _error_from(message[1], message[2], message[3])
+                if kind == Kind.OCALL and len(message) == 3:
+                    self._serve_ocall(channel, message[1], message[2])
+                    continue
+                raise BoundaryError("the enclave answered with an unexpected message")
+        finally:
+            if deadline is not None:
+                sock.settimeout(None)
+
+    def _serve_ocall(self, channel: Channel, name: object, args: object) -> None:
+        spec = self.info.ocalls.get(name) if type(name) is str else None
+        handler = self._ocalls.get(name) if type(name) is str else None
+        if spec is None or handler is None:
+            channel.send([Kind.OCALL_ERROR, "UsageError", f"the host provides no ocall {name!r}"])
+            return
+        try:
+            checked = spec.check_args(args)
+            result = handler(*checked)
+        except Exception as exc:  # The host function's failure goes back to the enclave as an OcallError.
+            channel.send([Kind.OCALL_ERROR, type(exc).__name__, str(exc)])
+            return
+        channel.send([Kind.OCALL_RETURN, result])
+
+    def _drain_later(self, channel: Channel, spec: FunctionSpec) -> None:
+        """Wait for the abandoned call's reply on a background thread, then give the channel back."""
+
+        def drain() -> None:
+            try:
+                self._await_reply(channel, spec, None)
+            except ChannelClosed:
+                return
+            except EnklaveError:
+                pass
+            self._free.put(channel)
+
+        threading.Thread(target=drain, name="enklave-drain", daemon=True).start()
+
+
+# Errors the enclave may report by type name and that keep their type in the host.
+_KNOWN: dict[str, type[EnklaveError]] = {
+    name: getattr(errors, name)
+    for name in (
+        "LaunchError",
+        "InvalidBundle",
+        "PlatformError",
+        "ConfigError",
+        "UsageError",
+        "BoundaryError",
+    )
+}
+
+
+def _error_from(kind: object, type_name: object, message: object) -> EnklaveError:
+    if type(type_name) is not str or type(message) is not str:
+        return BoundaryError("the enclave sent a malformed error message")
+    if kind == "boundary":
+        return BoundaryError(message)
+    return EcallError(message, type_name=type_name)
+
+
+def start_error(type_name: object, message: object) -> EnklaveError:
+    """The host-side error for a FATAL start-up message: the same type when it is a known one."""
+    if type(type_name) is not str or type(message) is not str:
+        return EnclaveCrashedError("the enclave failed to start and sent a malformed error")
+    known = _KNOWN.get(type_name)
+    if known is not None:
+        return known(message)
+    return EnclaveCrashedError(f"the enclave failed to start: {type_name}: {message}")

@@ -1,0 +1,299 @@
+"""The enclave runtime end to end: a real enclave process in simulation mode, loaded by the host API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import struct
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cbor2
+import pytest
+
+from enklave import host
+from enklave.errors import (
+    BoundaryError,
+    EcallError,
+    EcallTimeout,
+    EnclaveCrashedError,
+    LaunchError,
+    UsageError,
+)
+from enklave.runtime.bundle import Bundle, sign_bundle, write_bundle
+from enklave.runtime.signing import generate_signing_key
+from enklave.sgx.quote import Quote
+
+PROBE = Path(__file__).parent / "assets" / "enclaves" / "runtime_probe"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("enklave-home")
+
+
+@pytest.fixture(scope="module")
+def probe_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Bundle]:
+    source = tmp_path_factory.mktemp("probe-src")
+    shutil.copytree(PROBE, source, dirs_exist_ok=True)
+    bundle = sign_bundle(source / "enklave.toml", generate_signing_key())
+    path = source / "build" / "runtime-probe.enclave"
+    write_bundle(bundle, path)
+    return path, bundle
+
+
+def _upper(text: str) -> str:
+    return text.upper()
+
+
+def _fails() -> None:
+    raise RuntimeError("host side failure")
+
+
+def _lies() -> str:
+    return "not an int"
+
+
+OCALLS = {"host_upper": _upper, "host_fails": _fails, "host_lies": _lies}
+
+
+@pytest.fixture(scope="module")
+def enclave(probe_bundle: tuple[Path, Bundle], home: Path) -> Iterator[host.Enclave]:
+    environ = {"PROBE_ALLOWED": "yes", "PROBE_SECRET_OF_HOST": "must not pass", "PYTHONPATH": "/nowhere"}
+    with host.load(probe_bundle[0], mode="sim", home=home, ocalls=OCALLS, environ=environ) as loaded:
+        yield loaded
+
+
+def test_ecalls_round_trip_typed_values(enclave: host.Enclave) -> None:
+    assert enclave.ecall.echo(b"\x00\xffdata") == b"\x00\xffdata"
+    assert enclave.ecall.add(2, 40) == 42
+    assert enclave.ecall.limited(b"x" * 16, ["a", "b"]) == 18
+    assert enclave.ecall.limited(b"", None) == 0
+    assert enclave.call("size", b"y" * 1000) == 1000
+
+
+def test_the_interface_is_what_the_enclave_declared(enclave: host.Enclave) -> None:
+    assert enclave.info.ecalls["add"].describe() == "add(a: int, b: int) -> int"
+    assert (
+        enclave.info.ecalls["limited"].describe()
+        == "limited(data: bytes (max 16), tags: list[str] | None) -> int"
+    )
+    assert "host_upper" in enclave.info.ocalls
+    assert "echo" in dir(enclave.ecall)
+    with pytest.raises(AttributeError):
+        _ = enclave.ecall.not_declared
+    with pytest.raises(UsageError, match="no ecall"):
+        enclave.call("not_declared")
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        ("add", [1, "2"], r"add\(b\): expected int, got str"),
+        ("add", [1, True], r"add\(b\): expected int, got bool"),
+        ("add", [1, 1 << 70], r"expected int"),
+        ("add", [1], "expected 2 arguments, got 1"),
+        ("echo", ["text"], "expected bytes, got str"),
+        ("limited", [b"x" * 17, None], "length 17 exceeds the declared maximum 16"),
+        ("limited", [b"", [1]], r"tags\)\[0\]: expected str, got int"),
+    ],
+)
+def test_wrong_arguments_are_rejected_inside_the_enclave(
+    enclave: host.Enclave, name: str, args: list[object], message: str
+) -> None:
+    with pytest.raises(BoundaryError, match=message):
+        enclave.call(name, *args)
+    # The enclave keeps serving.
+    assert enclave.ecall.add(1, 1) == 2
+
+
+def test_enclave_exceptions_arrive_typed_and_the_enclave_keeps_running(enclave: host.Enclave) -> None:
+    with pytest.raises(EcallError, match="ValueError: bad request") as caught:
+        enclave.ecall.fail("bad request")
+    assert caught.value.type_name == "ValueError"
+    with pytest.raises(EcallError, match="wrong_result result: expected int, got str"):
+        enclave.ecall.wrong_result()
+    assert enclave.ecall.echo(b"ok") == b"ok"
+
+
+def test_ocalls_reach_the_host_and_their_results_are_checked(enclave: host.Enclave) -> None:
+    assert enclave.ecall.upper_via_host("quiet") == "QUIET!"
+    # A raising host function, a host function returning the wrong type, and a missing one.
+    assert enclave.ecall.ocall_failures() == ["OcallError", "BoundaryError", "OcallError"]
+
+
+def test_the_enclave_process_is_isolated(enclave: host.Enclave) -> None:
+    environment = enclave.ecall.environment()
+    assert environment.get("PROBE_ALLOWED") == "yes"
+    assert "PROBE_SECRET_OF_HOST" not in environment
+    assert "PYTHONPATH" not in environment
+    assert set(environment) <= {"PROBE_ALLOWED", "ENKLAVE_BUNDLE", "ENKLAVE_CHANNEL", "ENKLAVE_MODE",
+                                "ENKLAVE_HOME", "LC_CTYPE"}  # fmt: skip
+    assert enclave.ecall.isolated() is True
+    assert enclave.pid != os.getpid()
+
+
+def test_code_and_files_come_from_the_measured_bundle(enclave: host.Enclave) -> None:
+    assert enclave.ecall.greeting() == "hello from the bundle / measured data"
+
+
+def test_identity_is_the_signed_one(enclave: host.Enclave, probe_bundle: tuple[Path, Bundle]) -> None:
+    bundle = probe_bundle[1]
+    me = enclave.ecall.identity()
+    assert me["mr_enclave"] == bundle.mr_enclave == enclave.info.mr_enclave
+    assert me["mr_signer"] == bundle.mr_signer
+    assert int.from_bytes(me["isv_svn"], "little") == 2
+    assert enclave.info.simulated is True
+    assert enclave.info.mode == "sim"
+
+
+def test_quotes_carry_the_enclave_identity_and_report_data(
+    enclave: host.Enclave, probe_bundle: tuple[Path, Bundle]
+) -> None:
+    nonce = os.urandom(32)
+    quote = Quote.from_bytes(enclave.ecall.quote(nonce))
+    assert quote.body.mr_enclave == probe_bundle[1].mr_enclave
+    assert quote.body.isv_prod_id == 7
+    assert quote.body.debug is True
+    assert quote.body.report_data == nonce.ljust(64, b"\0")
+
+
+def test_sealed_data_survives_a_restart(
+    enclave: host.Enclave, probe_bundle: tuple[Path, Bundle], home: Path
+) -> None:
+    blob = enclave.ecall.seal(b"the secret", "unique")
+    assert b"the secret" not in blob
+    with host.load(probe_bundle[0], mode="sim", home=home) as again:
+        assert again.ecall.unseal(blob) == b"the secret"
+
+
+def test_concurrent_ecalls_run_on_all_threads_and_more_wait(enclave: host.Enclave) -> None:
+    assert enclave.threads == 2
+    names: list[str] = []
+    started = time.monotonic()
+    workers = [threading.Thread(target=lambda: names.append(enclave.ecall.nap(0.3))) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.monotonic() - started
+    # Two TCS threads served four calls: both threads were used, and the calls ran two at a time.
+    assert sorted(set(names)) == ["tcs-0", "tcs-1"]
+    assert len(names) == 4
+    assert elapsed >= 0.6
+
+
+def test_async_ecalls(enclave: host.Enclave) -> None:
+    async def run() -> list[int]:
+        return list(await asyncio.gather(*(enclave.aecall.add(i, i) for i in range(5))))
+
+    assert asyncio.run(run()) == [0, 2, 4, 6, 8]
+
+
+def test_a_timeout_leaves_the_thread_busy_until_the_call_returns(enclave: host.Enclave) -> None:
+    with pytest.raises(EcallTimeout, match=r"did not return within 0\.1 s"):
+        enclave.call("nap", 0.5, timeout=0.1)
+    # The other thread still serves, and the timed-out one comes back once its call ends.
+    assert enclave.ecall.add(3, 4) == 7
+    time.sleep(0.6)
+    results = [enclave.ecall.add(i, 0) for i in range(4)]
+    assert results == [0, 1, 2, 3]
+
+
+def test_a_crash_mid_call_is_reported_and_the_enclave_loads_again(
+    probe_bundle: tuple[Path, Bundle], home: Path
+) -> None:
+    with host.load(probe_bundle[0], mode="sim", home=home) as doomed:
+        with pytest.raises(EnclaveCrashedError, match="exited with status 3"):
+            doomed.ecall.crash(3)
+        assert not doomed.alive
+        with pytest.raises(EnclaveCrashedError, match="exited with status 3"):
+            doomed.ecall.add(1, 2)
+    with host.load(probe_bundle[0], mode="sim", home=home) as revived:
+        assert revived.ecall.add(1, 2) == 3
+
+
+def test_a_killed_enclave_is_reported_with_its_signal(probe_bundle: tuple[Path, Bundle], home: Path) -> None:
+    with host.load(probe_bundle[0], mode="sim", home=home) as victim:
+        os.kill(victim.pid, 9)
+        with pytest.raises(EnclaveCrashedError, match="killed by signal SIGKILL"):
+            victim.ecall.add(1, 2)
+
+
+def test_a_tampered_bundle_does_not_start(
+    probe_bundle: tuple[Path, Bundle], tmp_path: Path, home: Path
+) -> None:
+    data = bytearray(probe_bundle[0].read_bytes())
+    index = data.index(b"def add(a: int, b: int) -> int:\n    return a + b")
+    data[index + len("def add(a: int, b: int) -> int:\n    return a ")] = ord("-")
+    tampered = tmp_path / "tampered.enclave"
+    tampered.write_bytes(bytes(data))
+    with pytest.raises(LaunchError, match="changed after signing"):
+        host.load(tampered, mode="sim", home=home)
+
+
+def test_asking_for_sgx_without_sgx_is_an_error(probe_bundle: tuple[Path, Bundle], home: Path) -> None:
+    from enklave.errors import PlatformError
+
+    if Path("/dev/sgx_enclave").exists():
+        pytest.skip("this machine has SGX")  # pragma: no cover
+    with pytest.raises(PlatformError, match="no SGX"):
+        host.load(probe_bundle[0], mode="sgx", home=home)
+
+
+def test_the_tcp_transport_works_too(probe_bundle: tuple[Path, Bundle], home: Path) -> None:
+    with host.load(probe_bundle[0], mode="sim", home=home, transport="tcp", ocalls=OCALLS) as over_tcp:
+        assert over_tcp.ecall.echo(b"x" * 300_000) == b"x" * 300_000
+        assert over_tcp.ecall.upper_via_host("tcp") == "TCP!"
+
+
+def test_the_host_never_opens_the_simulated_cpu_secrets(
+    probe_bundle: tuple[Path, Bundle], tmp_path: Path
+) -> None:
+    # A fresh home: the enclave process provisions the simulated CPU. The host process is watched with an audit
+    # hook (they cannot be removed, so it only records while the flag is set).
+    opened: list[str] = []
+    watching = threading.Event()
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if watching.is_set() and event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+            opened.append(os.fsdecode(args[0]))
+
+    sys.addaudithook(hook)
+    watching.set()
+    try:
+        with host.load(probe_bundle[0], mode="sim", home=tmp_path) as fresh:
+            fresh.ecall.quote(b"nonce")
+            fresh.ecall.seal(b"data", "product")
+    finally:
+        watching.clear()
+    secret_dirs = [tmp_path / "sim" / "cpu", tmp_path / "sim" / "intel"]
+    assert any(d.exists() for d in secret_dirs), "the enclave process provisioned the simulated platform"
+    assert not [p for p in opened if any(p.startswith(str(d)) for d in secret_dirs)]
+
+
+def test_malformed_and_oversized_frames_do_not_crash_the_enclave(
+    probe_bundle: tuple[Path, Bundle], home: Path
+) -> None:
+    with host.load(probe_bundle[0], mode="sim", home=home) as target:
+        channels = [target._free.get() for _ in range(target.threads)]
+        try:
+            for payload in (b"\xff\xfe garbage", cbor2.dumps({"not": "a list"}), cbor2.dumps([99, "x"]),
+                            cbor2.dumps([0, "echo"]), cbor2.dumps([4, "stray ocall return"])):  # fmt: skip
+                channels[0].sock.sendall(struct.pack(">I", len(payload)) + payload)
+                reply = channels[0].receive()
+                assert reply[0] == 2 and reply[1] == "boundary", reply
+            # A frame longer than max_message_size (2 MiB) is skipped and reported, not buffered.
+            big = 3 * 1024 * 1024
+            channels[0].sock.sendall(struct.pack(">I", big) + bytes(big))
+            reply = channels[0].receive()
+            assert reply[1] == "boundary" and "exceeds the channel limit" in reply[3]
+        finally:
+            for channel in channels:
+                target._free.put(channel)
+        assert target.ecall.add(20, 22) == 42
+        assert target.alive

@@ -1,0 +1,187 @@
+"""The boundary's building blocks without processes: type specs from signatures, checks, and framing."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from enklave.errors import BoundaryError, UsageError
+from enklave.runtime._types import FunctionSpec, MaxSize, TypeSpec, spec_of_function
+from enklave.runtime._wire import Channel, ChannelClosed, Kind
+
+
+def _declared(
+    data: Annotated[bytes, MaxSize(8)],
+    count: int,
+    ratio: float,
+    flag: bool,
+    names: list[str],
+    table: dict[str, list[int]],
+    note: str | None,
+) -> None: ...
+
+
+def test_signatures_become_specs() -> None:
+    spec = spec_of_function(_declared)
+    assert spec.describe() == (
+        "_declared(data: bytes (max 8), count: int, ratio: float, flag: bool, names: list[str], "
+        "table: dict[str, list[int]], note: str | None) -> None"
+    )
+    assert FunctionSpec.from_wire(spec.name, spec.to_wire()) == spec
+
+
+def _any(value: Any) -> None: ...
+def _unannotated(value) -> None: ...  # type: ignore[no-untyped-def]
+def _no_return(value: int): ...  # type: ignore[no-untyped-def]
+def _keyword_only(*, value: int) -> None: ...
+def _object(value: object) -> None: ...
+def _limit_on_int(value: Annotated[int, MaxSize(3)]) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("function", "message"),
+    [
+        (_any, "cannot cross the enclave boundary"),
+        (_object, "cannot cross the enclave boundary"),
+        (_unannotated, "has no type annotation"),
+        (_no_return, "return type must be annotated"),
+        (_keyword_only, "must be positional"),
+        (_limit_on_int, "MaxSize applies to bytes, str, list and dict"),
+    ],
+)
+def test_interfaces_that_cannot_cross_are_refused_when_declared(function: Any, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        spec_of_function(function)
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        (b"12345678", True),
+        (b"123456789", False),
+        ("text", False),
+        (bytearray(b"x"), False),
+        (None, False),
+    ],
+)
+def test_bytes_checks_are_exact(value: object, ok: bool) -> None:
+    spec = TypeSpec("bytes", 8)
+    if ok:
+        assert spec.check(value, "arg") == value
+    else:
+        with pytest.raises(BoundaryError, match="arg"):
+            spec.check(value, "arg")
+
+
+def test_scalar_checks_refuse_look_alikes() -> None:
+    assert TypeSpec("float").check(3, "x") == 3.0
+    for kind, value in [
+        ("int", True),
+        ("int", 1.0),
+        ("int", 1 << 64),
+        ("bool", 1),
+        ("str", b"s"),
+        ("none", 0),
+    ]:
+        with pytest.raises(BoundaryError):
+            TypeSpec(kind).check(value, "x")
+
+
+def test_error_messages_name_the_type_never_the_value() -> None:
+    with pytest.raises(BoundaryError) as caught:
+        TypeSpec("bytes").check("secret-password", "login(password)")
+    assert "secret-password" not in str(caught.value)
+    assert "login(password)" in str(caught.value)
+
+
+def test_containers_are_checked_element_by_element() -> None:
+    spec = spec_of_function(_declared).params[5][1]
+    assert spec.check({"a": [1, 2]}, "t") == {"a": [1, 2]}
+    with pytest.raises(BoundaryError, match=r"t\['a'\]\[1\]: expected int"):
+        spec.check({"a": [1, "2"]}, "t")
+    with pytest.raises(BoundaryError, match="keys must be strings"):
+        spec.check({1: []}, "t")
+
+
+@pytest.mark.parametrize("wire", [None, {"kind": "class"}, {"kind": "list"}, {"kind": "bytes", "limit": -1},
+                                  {"kind": "bytes", "item": {"kind": "int"}}])  # fmt: skip
+def test_malformed_interface_descriptions_are_refused(wire: object) -> None:
+    with pytest.raises(BoundaryError):
+        TypeSpec.from_wire(wire)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Channel, socket.socket]]:
+    ours, theirs = socket.socketpair()
+    yield Channel(ours, 1024), theirs
+    ours.close()
+    theirs.close()
+
+
+def _frame(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+def test_frames_round_trip(pair: tuple[Channel, socket.socket]) -> None:
+    channel, peer = pair
+    other = Channel(peer, 1024)
+    channel.send([Kind.CALL, "f", [b"x", 1]])
+    assert other.receive() == [Kind.CALL, "f", [b"x", 1]]
+
+
+def test_a_frame_split_across_reads_and_a_timeout_loses_nothing(pair: tuple[Channel, socket.socket]) -> None:
+    channel, peer = pair
+    frame = _frame(cbor2.dumps([1, b"payload"]))
+    peer.sendall(frame[:6])
+    channel.sock.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        channel.receive()
+    peer.sendall(frame[6:])
+    assert channel.receive() == [1, b"payload"]
+
+
+def test_oversized_frames_are_skipped_and_the_stream_stays_in_step(
+    pair: tuple[Channel, socket.socket],
+) -> None:
+    channel, peer = pair
+    peer.sendall(_frame(bytes(5000)) + _frame(cbor2.dumps([1, "next"])))
+    with pytest.raises(BoundaryError, match="exceeds the channel limit of 1024"):
+        channel.receive()
+    assert channel.receive() == [1, "next"]
+
+
+def test_sending_more_than_the_limit_is_refused(pair: tuple[Channel, socket.socket]) -> None:
+    channel, _ = pair
+    with pytest.raises(BoundaryError, match="exceeds the channel limit"):
+        channel.send([Kind.RETURN, bytes(2000)])
+
+
+def test_end_of_stream_is_channel_closed(pair: tuple[Channel, socket.socket]) -> None:
+    channel, peer = pair
+    peer.sendall(b"\x00\x00")
+    peer.close()
+    with pytest.raises(ChannelClosed):
+        channel.receive()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_payload_decodes_or_raises_boundary_error(payload: bytes) -> None:
+    ours, theirs = socket.socketpair()
+    try:
+        theirs.sendall(_frame(payload))
+        try:
+            message = Channel(ours, 1024).receive()
+        except BoundaryError:
+            return
+        assert type(message) is list and message[0] in set(Kind)
+    finally:
+        ours.close()
+        theirs.close()
