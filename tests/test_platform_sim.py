@@ -367,7 +367,7 @@ def test_identity_cpu_svn_comes_from_the_cpu(home: Path) -> None:
 
 
 def test_cli_init_and_show(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["sim", "show"]) != 0
+    assert main(["sim", "show"]) == 5  # platform unavailable
     assert "enklave sim init" in capsys.readouterr().err
     assert main(["sim", "init"]) == 0
     out = capsys.readouterr().out
@@ -380,3 +380,20 @@ def test_cli_init_and_show(home: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "PRIVATE" not in shown
     secret = (home / "sim" / "cpu" / "root_secret.bin").read_bytes()
     assert secret.hex() not in shown
+
+
+def test_cli_quote_verify_trusts_the_simulated_root_only_when_asked(
+    platform: SimulatedPlatform, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    quote_file = tmp_path / "quote.bin"
+    quote_file.write_bytes(platform.get_quote(NONCE))
+    mr_enclave = IDENTITY.mr_enclave.hex()
+    # Simulated root, simulated collateral, simulated evidence accepted: all by the one explicit flag.
+    assert main(["quote", "verify", str(quote_file), "--simulated", "--mrenclave", mr_enclave, "--json"]) == 0
+    assert '"simulated": true' in capsys.readouterr().out
+    # The same quote with its collateral but Intel's root: an untrusted root, exit 1.
+    collateral_file = tmp_path / "collateral.json"
+    collateral_file.write_text(read_collateral().to_json())
+    assert main(["quote", "verify", str(quote_file), "--collateral", str(collateral_file)]) == 1
+    assert "untrusted root" in capsys.readouterr().err
+    assert main(["quote", "verify", str(quote_file)]) == 2

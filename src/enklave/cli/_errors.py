@@ -6,13 +6,23 @@ from typing import Final
 
 import click
 
-from enklave.errors import BadDataError, EnklaveError, TransportError, UsageError, VerificationError
+from enklave.errors import (
+    BadDataError,
+    EnclaveRuntimeError,
+    EnklaveError,
+    PlatformError,
+    TransportError,
+    UsageError,
+    VerificationError,
+)
 
 EXIT_OK: Final = 0
 EXIT_VERIFICATION: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_BAD_INPUT: Final = 3
 EXIT_IO: Final = 4
+EXIT_PLATFORM: Final = 5
+EXIT_ENCLAVE: Final = 6
 EXIT_INTERNAL: Final = 70
 
 EXIT_CODES: Final = {
@@ -21,6 +31,8 @@ EXIT_CODES: Final = {
     EXIT_USAGE: "usage error: bad option, missing argument or invalid value",
     EXIT_BAD_INPUT: "malformed input: the quote, collateral or file could not be parsed",
     EXIT_IO: "I/O failed: a file could not be read or written, or a service could not be reached",
+    EXIT_PLATFORM: "platform unavailable: no SGX device or Gramine, or the simulated platform is not set up",
+    EXIT_ENCLAVE: "the enclave failed: it raised, timed out or its process died",
     EXIT_INTERNAL: "internal error (a bug: please report it)",
 }
 
@@ -39,6 +51,10 @@ def exit_code_for(error: EnklaveError) -> int:
         return EXIT_IO
     if isinstance(error, UsageError):
         return EXIT_USAGE
+    if isinstance(error, PlatformError):
+        return EXIT_PLATFORM
+    if isinstance(error, EnclaveRuntimeError):
+        return EXIT_ENCLAVE
     return EXIT_INTERNAL
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from enklave.cli._errors import EXIT_IO, fail
+from enklave.cli._errors import EXIT_PLATFORM, fail
 from enklave.deploy.gramine import build_sgx, gramine_command
 from enklave.errors import UsageError
 from enklave.platform.mode import MODE_ENV, MODES, resolve_mode
@@ -87,7 +87,7 @@ def build(
             f"{' and '.join(result.missing_tools)} not found on PATH: install Gramine, or finish the build on a "
             f"machine that has it (gramine-manifest, then gramine-sgx-sign --key {key_file})"
         )
-        ctx.exit(EXIT_IO)
+        ctx.exit(EXIT_PLATFORM)
         return
     click.echo(f"signed Gramine manifest: {result.sgx_manifest}")
     click.echo(f"  SIGSTRUCT: {result.sigstruct}")

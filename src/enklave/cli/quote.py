@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from enklave.attestation.collateral import QuoteCollateral
+from enklave.attestation.evidence import collateral_request
 from enklave.attestation.policy import EnclavePolicy
 from enklave.attestation.trust import TrustedRoot, intel_sgx_root
 from enklave.attestation.verified import VerifiedQuote
@@ -15,6 +16,7 @@ from enklave.attestation.verify import verify_quote
 from enklave.cli._errors import EXIT_VERIFICATION, fail
 from enklave.cli._io import decode_evidence, parse_time, read_file
 from enklave.errors import PolicyError, UsageError, VerificationError
+from enklave.platform.simulated import SimulatedCollateralSource, simulated_root
 from enklave.sgx.oe import unwrap_evidence
 from enklave.sgx.quote import Quote
 from enklave.sgx.views import quote_to_dict
@@ -80,9 +82,15 @@ def show(file: str, as_json: bool) -> None:
 @click.option(
     "--collateral",
     "collateral_path",
-    required=True,
     type=click.Path(dir_okay=False),
-    help="Collateral JSON (dcap-qvl QuoteCollateralV3 format, as `enklave collateral fetch` writes).",
+    help="Collateral JSON (dcap-qvl QuoteCollateralV3 format, as `enklave collateral fetch` writes). Required"
+    " unless --simulated.",
+)
+@click.option(
+    "--simulated",
+    is_flag=True,
+    help="Trust this installation's simulated SGX root (ENKLAVE_HOME) instead of Intel's, take its simulated"
+    " collateral unless --collateral is given, and accept simulated evidence. Development only.",
 )
 @click.option("--at", "at", metavar="ISO-8601", help="Verify as of this time (default: now).")
 @click.option(
@@ -113,7 +121,8 @@ def show(file: str, as_json: bool) -> None:
 def verify(
     ctx: click.Context,
     file: str,
-    collateral_path: str,
+    collateral_path: str | None,
+    simulated: bool,
     at: str | None,
     roots: tuple[str, ...],
     mrenclave: tuple[str, ...],
@@ -131,7 +140,11 @@ def verify(
     Exits 0 only when verification and the appraisal policy both pass; otherwise prints the reason.
     """
     # Options first: a usage error is reported before any file is read.
-    policy_args: dict[str, Any] = {"allow_debug": allow_debug}
+    policy_args: dict[str, Any] = {"allow_debug": allow_debug, "allow_simulated": simulated}
+    if collateral_path is None and not simulated:
+        raise UsageError("--collateral is required (or --simulated for a quote from the simulated platform)")
+    if simulated and roots:
+        raise UsageError("--simulated and --root are exclusive: --simulated trusts the simulated root")
     if mrenclave:
         policy_args["mr_enclave"] = mrenclave
     if mrsigner:
@@ -152,10 +165,17 @@ def verify(
     policy = EnclavePolicy(**policy_args)
     now = parse_time(at)
     _, parsed = load_quote(file)
-    collateral = QuoteCollateral.from_json(read_file(collateral_path, what="collateral file"))
-    trusted = [TrustedRoot.from_pem(read_file(path, what="root certificate")) for path in roots] or [
-        intel_sgx_root()
-    ]
+    if collateral_path is not None:
+        collateral = QuoteCollateral.from_json(read_file(collateral_path, what="collateral file"))
+    else:
+        request = collateral_request(parsed)
+        collateral = SimulatedCollateralSource().fetch(request.fmspc, request.ca)
+    if simulated:
+        trusted = [simulated_root()]
+    else:
+        trusted = [TrustedRoot.from_pem(read_file(path, what="root certificate")) for path in roots] or [
+            intel_sgx_root()
+        ]
 
     verified: VerifiedQuote | None = None
     try:
