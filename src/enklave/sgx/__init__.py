@@ -1,7 +1,9 @@
 """SGX structures as frozen, byte-exact models (layer 1: bytes in, objects out; no I/O, no clock).
 
 Every model's ``from_bytes`` raises :class:`enklave.errors.InvalidQuote` (with the byte offset where known) for
-truncated, oversized or trailing data and unknown versions, and ``to_bytes`` reproduces the input exactly.
+truncated, oversized or trailing data and unknown versions (the SIGSTRUCT, part of an enclave bundle, raises
+:class:`enklave.errors.InvalidBundle`), and ``to_bytes`` reproduces the input exactly. The measurement
+(:class:`Measurement`) replays what ECREATE, EADD and EEXTEND hash into MRENCLAVE.
 """
 
 from __future__ import annotations
