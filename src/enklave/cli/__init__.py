@@ -13,6 +13,7 @@ import click
 
 from enklave import __version__
 from enklave.cli._errors import EXIT_CODES, EXIT_CODES_HELP, run_guarded
+from enklave.cli.app import new, run
 from enklave.cli.build import build
 from enklave.cli.collateral import collateral
 from enklave.cli.demo import demo
@@ -47,6 +48,8 @@ cli.add_command(sign)
 cli.add_command(uniqueid)
 cli.add_command(signerid)
 cli.add_command(info)
+cli.add_command(new)
+cli.add_command(run)
 
 
 def main(argv: list[str] | None = None) -> int:
