@@ -329,6 +329,59 @@ def test_identity_fields_must_match_the_config(
         read_bundle(_with(bundle, sigstruct=resigned.to_bytes())).verify()
 
 
+@pytest.mark.parametrize(
+    ("entry", "files"),
+    [
+        ("main", {"enclave.py": b"X = 1\n"}),
+        ("pkg", {"pkg/util.py": b"X = 1\n"}),
+        ("pkg.util", {"pkg.py": b"", "pkg/util.py": b"X = 1\n"}),
+        ("bad.mod", {"bad-dir/mod.py": b"X = 1\n"}),
+    ],
+)
+def test_signed_bundle_without_its_entry_does_not_load(
+    key: rsa.RSAPrivateKey, entry: str, files: dict[str, bytes]
+) -> None:
+    # Signed by its own key over its own measurement: only the missing entry module is wrong. Starting it
+    # would import that name from the host's sys.path, outside the measurement.
+    config_text = f'[enclave]\nname = "noentry"\nentry = "{entry}"\nproduct_id = 7\nsecurity_version = 3\n'
+    config = EnclaveConfig.from_toml(config_text, None)
+    sigstruct = Sigstruct.sign(
+        key,
+        enclave_hash=measure(config, files),
+        isv_prod_id=7,
+        isv_svn=3,
+        attributes=Attributes(int(AttributeFlags.MODE64BIT), 3),
+        date=DATE,
+    )
+    signed = Bundle(config=config, config_text=config_text, files=files, sigstruct=sigstruct)
+    with pytest.raises(LaunchError, match="entry module"):
+        read_bundle(signed.to_bytes()).verify()
+
+
+@pytest.mark.parametrize(
+    ("entry", "files"),
+    [
+        ("pkg.mod", {"pkg/mod.py": b"X = 1\n"}),
+        ("pkg", {"pkg/__init__.py": b"", "pkg.py": b""}),
+        ("a.b.c", {"a/b/c.py": b"X = 1\n", "a/__init__.py": b""}),
+    ],
+)
+def test_signed_bundle_with_its_entry_loads(
+    key: rsa.RSAPrivateKey, entry: str, files: dict[str, bytes]
+) -> None:
+    config_text = f'[enclave]\nname = "entry"\nentry = "{entry}"\nproduct_id = 7\nsecurity_version = 3\n'
+    config = EnclaveConfig.from_toml(config_text, None)
+    sigstruct = Sigstruct.sign(
+        key,
+        enclave_hash=measure(config, files),
+        isv_prod_id=7,
+        isv_svn=3,
+        attributes=Attributes(int(AttributeFlags.MODE64BIT), 3),
+        date=DATE,
+    )
+    Bundle(config=config, config_text=config_text, files=files, sigstruct=sigstruct).verify()
+
+
 def test_exponent_other_than_3_does_not_load(bundle: Bundle) -> None:
     raw = bytearray(bundle.sigstruct.to_bytes())
     raw[512] = 5

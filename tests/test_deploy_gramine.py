@@ -163,6 +163,16 @@ def test_extras_are_merged_last() -> None:
         '"sgx.insecure__rpc_thread_num" = 4',
         '"sgx.file_check_policy" = "allow_all_but_log"',
         '"sgx.allowed_files" = ["file:/etc/"]',
+        '"sgx.allowed_files.etc" = "file:/etc/"',
+        '"sgx.trusted_files.model" = "file:/srv/model.onnx"',
+        '"sgx.protected_files" = ["file:/srv/data"]',
+        '"sgx.protected_files_key" = "00112233445566778899aabbccddeeff"',
+        '"sgx.protected_mrenclave_files" = ["file:/srv/data"]',
+        '"fs.root.path" = "/"',
+        '"fs.root.uri" = "file:/"',
+        '"fs.mounts" = ["file:/etc"]',
+        '"fs.mounts.etc" = "file:/etc"',
+        '"fs.mount.etc.uri" = "file:/etc"',
         '"loader.argv" = ["python", "-c", "evil"]',
         '"loader.argv_src_file" = "file:argv"',
         '"loader.env.ENKLAVE_MODE" = "sim"',
@@ -191,11 +201,34 @@ def test_debug_log_level_is_allowed_for_debug_enclaves() -> None:
     assert entries["sgx.debug"] is True
 
 
-@pytest.mark.parametrize("name", ["LD_PRELOAD", "ENKLAVE_MODE", "ENKLAVE_HOME"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "LD_PRELOAD",
+        "ENKLAVE_MODE",
+        "ENKLAVE_HOME",
+        "GLIBC_TUNABLES",
+        "MALLOC_ARENA_MAX",
+        "OPENSSL_CONF",
+        "OPENSSL_MODULES",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+        "PYTHONHASHSEED",
+    ],
+)
 def test_dangerous_env_names_are_rejected(name: str) -> None:
     config = EnclaveConfig.from_toml(CONFIG.replace('"MODEL_PATH"', f'"{name}"'), None)
     with pytest.raises(ConfigError, match=name):
         manifest_entries(config, Path("/srv/app/demo.enclave"), layout=LAYOUT)
+
+
+def test_ordinary_env_names_pass_through() -> None:
+    config = EnclaveConfig.from_toml(CONFIG.replace('"MODEL_PATH"', '"MODEL_PATH", "MY_PYTHON_FLAG"'), None)
+    entries = manifest_entries(config, Path("/srv/app/demo.enclave"), layout=LAYOUT)
+    assert entries["loader.env.MODEL_PATH"] == {"passthrough": True}
+    assert entries["loader.env.MY_PYTHON_FLAG"] == {"passthrough": True}
 
 
 def test_jinja_in_paths_is_rejected() -> None:

@@ -397,3 +397,25 @@ def test_cli_quote_verify_trusts_the_simulated_root_only_when_asked(
     assert main(["quote", "verify", str(quote_file), "--collateral", str(collateral_file)]) == 1
     assert "untrusted root" in capsys.readouterr().err
     assert main(["quote", "verify", str(quote_file)]) == 2
+
+
+# -- the simulated root is simulated however it is loaded -------------------------------------------------------
+
+
+def test_simulated_root_loaded_from_its_pem_stays_simulated(home: Path, quote: bytes) -> None:
+    from enklave.attestation.trust import SIMULATED_PKI_ORGANIZATION, TrustedRoot
+    from enklave.platform.simulated.pki import ORGANIZATION
+
+    assert ORGANIZATION == SIMULATED_PKI_ORGANIZATION
+    # What `--root <ENKLAVE_HOME>/sim/public/root_ca.pem` does: the caller does not say it is simulated.
+    pem = (home / "sim" / "public" / "root_ca.pem").read_bytes()
+    root = TrustedRoot.from_pem(pem, simulated=False)
+    assert root.simulated is True
+    assert TrustedRoot(root.certificate, "direct", simulated=False).simulated is True
+    with pytest.raises(UsageError):
+        TrustedRoot(root.certificate, "direct", intel=True)
+    verified = verify_quote(quote, read_collateral(), now=_now(), roots=[root])
+    assert verified.simulated is True
+    with pytest.raises(PolicyError) as caught:
+        EnclavePolicy().appraise(verified)
+    assert caught.value.field == "simulated"

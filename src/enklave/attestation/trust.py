@@ -2,7 +2,9 @@
 
 The real Intel SGX Root CA is embedded and pinned by its SHA-256 fingerprint: it is the only root trusted by
 default. Any other root (Intel's test root, enklave's simulated root) must be passed explicitly as a
-:class:`TrustedRoot`; a simulated root is marked so that verification results say so.
+:class:`TrustedRoot`; a simulated root is marked so that verification results say so. A root whose subject
+organization is :data:`SIMULATED_PKI_ORGANIZATION` is always marked simulated, however it was loaded, so that
+simulated evidence cannot pass as real when someone trusts the simulated root's PEM file directly.
 """
 
 from __future__ import annotations
@@ -11,16 +13,19 @@ import functools
 import hashlib
 import hmac
 from dataclasses import dataclass, field
+from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from enklave.errors import InvalidCollateral, UsageError
 
 __all__ = [
     "INTEL_SGX_ROOT_CA_PEM",
     "INTEL_SGX_ROOT_CA_SHA256",
+    "SIMULATED_PKI_ORGANIZATION",
     "TrustedRoot",
     "intel_sgx_root",
 ]
@@ -47,13 +52,25 @@ AiEA4J0lrHoMs+Xo5o/sX6O9QWxHRAvZUGOdRQ7cvqRXaqI=
 
 INTEL_SGX_ROOT_CA_SHA256 = bytes.fromhex("44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3")
 
+#: The subject organization of every certificate of enklave's simulated PKI
+#: (:mod:`enklave.platform.simulated.pki` takes it from here). A root carrying it is always simulated.
+SIMULATED_PKI_ORGANIZATION: Final = "enklave simulated SGX platform (not Intel)"
+
+
+def _is_simulated_pki(certificate: x509.Certificate) -> bool:
+    organizations = certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return any(attribute.value == SIMULATED_PKI_ORGANIZATION for attribute in organizations)
+
 
 @dataclass(frozen=True, slots=True)
 class TrustedRoot:
     """A root certificate the caller trusts, with a name for results and logs.
 
     ``intel`` is set only for the embedded, pinned Intel SGX Root CA; ``simulated`` marks enklave's simulated
-    platform root so that nothing it certifies can pass as real.
+    platform root so that nothing it certifies can pass as real. ``simulated`` is forced to True for a
+    certificate whose subject organization is :data:`SIMULATED_PKI_ORGANIZATION`, whatever the caller passed.
+    Raises :class:`UsageError` for a root without an EC key, or marked ``intel`` without being the pinned
+    Intel SGX Root CA (or while being simulated).
     """
 
     certificate: x509.Certificate
@@ -67,6 +84,9 @@ class TrustedRoot:
         key = self.certificate.public_key()
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise UsageError(f"trusted root {self.name!r} must have an EC public key")
+        # The simulated PKI's own name marks it: trusting its root file by path must not make its quotes real.
+        if _is_simulated_pki(self.certificate):
+            object.__setattr__(self, "simulated", True)
         if self.intel and self.simulated:
             raise UsageError("a root cannot be both Intel's and simulated")
         object.__setattr__(self, "der", self.certificate.public_bytes(serialization.Encoding.DER))
@@ -83,7 +103,9 @@ class TrustedRoot:
     def from_pem(cls, pem: bytes, *, name: str | None = None, simulated: bool = False) -> TrustedRoot:
         """Load an explicitly trusted root from PEM (or DER); raises :class:`InvalidCollateral` when unreadable.
 
-        A root whose fingerprint is the Intel SGX Root CA's is returned as :func:`intel_sgx_root`.
+        A root whose fingerprint is the Intel SGX Root CA's is returned as :func:`intel_sgx_root`; a root of
+        enklave's simulated PKI (subject organization :data:`SIMULATED_PKI_ORGANIZATION`) is returned with
+        ``simulated=True`` even when ``simulated=False`` was passed.
         """
         try:
             cert = (

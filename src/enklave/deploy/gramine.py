@@ -63,6 +63,21 @@ _FIXED_KEYS = frozenset(
      "sgx.ra_client_spid", "sgx.ra_client_linkable", "fs.mounts", "fs.root.uri", "fs.root.type"}
 )  # fmt: skip
 _FIXED_PREFIXES = ("loader.env.", "sgx.seal_key.", "fs.mount.")
+# Families of options that decide which host files the enclave opens, and how: any key starting with one of
+# these is refused (also old table forms such as "sgx.allowed_files.x" and "fs.root.path"), except the list
+# "sgx.trusted_files" itself, whose entries are hashed into MRENCLAVE and are appended to enklave's own.
+_FILE_PREFIXES = (
+    "sgx.allowed_files",
+    "sgx.trusted_files",
+    "sgx.protected_",
+    "fs.root",
+    "fs.mounts",
+    "fs.mount.",
+)
+# Host environment variables that change how glibc, OpenSSL or Python behave, so the host may never pass them:
+# exact names, and name prefixes.
+_REFUSED_ENV = frozenset({"GLIBC_TUNABLES"})
+_REFUSED_ENV_PREFIXES = ("LD_", "ENKLAVE_", "MALLOC_", "OPENSSL_", "SSL_CERT_", "PYTHON")
 _DEBUG_LOG_LEVELS = frozenset({"warning", "debug", "trace", "all"})
 _APPENDED_KEYS = frozenset({"sgx.trusted_files"})
 
@@ -110,6 +125,8 @@ def _check_extra(key: str, value: GramineValue, config: EnclaveConfig) -> None:
         raise ConfigError(f"gramine.{key}: insecure__ options are not allowed in an enklave manifest")
     if key in _FIXED_KEYS or key.startswith(_FIXED_PREFIXES):
         raise ConfigError(f"gramine.{key}: set by enklave from enklave.toml and may not be overridden")
+    if key.startswith(_FILE_PREFIXES) and key not in _APPENDED_KEYS:
+        raise ConfigError(f"gramine.{key}: the files and mounts of the enclave are set by enklave")
     if key == "sgx.file_check_policy" and value != "strict":
         raise ConfigError(
             'gramine.sgx.file_check_policy: only "strict" is allowed (other files are untrusted)'
@@ -147,12 +164,14 @@ def manifest_entries(
     """The manifest as flat dotted keys (what :func:`write_manifest` writes), extras merged and checked.
 
     Raises :class:`~enklave.errors.ConfigError` for a ``[gramine]`` option that would weaken the enclave or
-    clash with one enklave sets, and for paths that hold Jinja markup.
+    clash with one enklave sets (files and mounts included), for an ``enclave.env`` name that changes how the
+    loader, glibc, OpenSSL or Python behave (``LD_*``, ``GLIBC_TUNABLES``, ``MALLOC_*``, ``OPENSSL_*``,
+    ``SSL_CERT_*``, ``PYTHON*``, ``ENKLAVE_*``), and for paths that hold Jinja markup.
     """
     bundle = bundle_path.absolute()
     env_names = [name for name in config.env if name != CHANNEL_ENV]
     for name in env_names:
-        if name.startswith(("LD_", "ENKLAVE_")):
+        if name in _REFUSED_ENV or name.startswith(_REFUSED_ENV_PREFIXES):
             raise ConfigError(f"enclave.env: {name} may not come from the host in SGX mode")
     packages = layout.packages
     trusted: list[ManifestValue] = [

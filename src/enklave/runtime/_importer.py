@@ -18,9 +18,17 @@ __all__ = ["BundleImporter", "module_files"]
 
 
 def module_files(files: Mapping[str, bytes]) -> dict[str, tuple[str, bool]]:
-    """Map importable module names to (bundle path, is_package) for the ``.py`` files of a bundle."""
+    """Map importable module names to (bundle path, is_package) for the ``.py`` files of a bundle.
+
+    Every directory that holds a bundle module (at any depth) is a package, so that no name under it is
+    looked up on the host's file system: with ``pkg/__init__.py`` its path is that file, and without one it is
+    ``"pkg/"`` (ending in ``/``), an implicit package with no code. As in Python, ``pkg/__init__.py`` wins
+    over ``pkg.py``, which wins over a bare ``pkg/`` directory. Paths with a part that is not an identifier
+    cannot be imported and are left out.
+    """
     modules: dict[str, tuple[str, bool]] = {}
-    for path in files:
+    packages: dict[str, tuple[str, bool]] = {}
+    for path in sorted(files):
         if not path.endswith(".py"):
             continue
         parts = path[: -len(".py")].split("/")
@@ -28,14 +36,26 @@ def module_files(files: Mapping[str, bytes]) -> dict[str, tuple[str, bool]]:
             continue
         if parts[-1] == "__init__":
             if len(parts) > 1:
-                modules[".".join(parts[:-1])] = (path, True)
+                packages[".".join(parts[:-1])] = (path, True)
         else:
             modules[".".join(parts)] = (path, False)
+        # Every directory on the way is importable from the bundle, never from the host's sys.path.
+        for depth in range(1, len(parts)):
+            packages.setdefault(".".join(parts[:depth]), ("/".join(parts[:depth]) + "/", True))
+    for name, (path, _) in list(packages.items()):
+        if path.endswith("/") and name in modules:
+            # A module file beats an implicit package of the same name, as it does on a file system.
+            del packages[name]
+    modules.update(packages)
     return modules
 
 
 class BundleImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """A meta path finder that serves the bundle's Python modules from memory, ahead of every other finder."""
+    """A meta path finder that serves the bundle's Python modules from memory, ahead of every other finder.
+
+    Every name :func:`module_files` lists is served from the bundle (directories as packages, with or without
+    ``__init__.py``); a submodule of a bundle package that the bundle lacks is not found anywhere else.
+    """
 
     def __init__(self, files: Mapping[str, bytes]) -> None:
         self._files = files
@@ -61,7 +81,9 @@ class BundleImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         bundle_path, _ = self._modules[module.__name__]
-        code = compile(self._files[bundle_path], f"<enclave>/{bundle_path}", "exec", dont_inherit=True)
+        # An implicit package (a directory without __init__.py) runs no code: it only makes its names local.
+        source = b"" if bundle_path.endswith("/") else self._files[bundle_path]
+        code = compile(source, f"<enclave>/{bundle_path}", "exec", dont_inherit=True)
         exec(code, module.__dict__)  # noqa: S102 - this is the import of measured enclave code
 
     def install(self) -> None:

@@ -24,6 +24,7 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from enklave.errors import ConfigError, InvalidBundle, LaunchError, TransportError
+from enklave.runtime._importer import module_files
 from enklave.runtime.config import EnclaveConfig, check_relative_path, read_config_text
 from enklave.runtime.layout import EnclaveLayout, plan_layout
 from enklave.sgx.report import AttributeFlags, Attributes, MrEnclave, MrSigner, ReportBody
@@ -114,9 +115,20 @@ def collect_files(config: EnclaveConfig, *, max_size: int = MAX_BUNDLE_SIZE) -> 
     return collected
 
 
+def _entry_importable(entry: str, files: Mapping[str, bytes]) -> bool:
+    # The entry must run code from the bundle: a module file, or a package with an __init__.py, under parents
+    # that are all packages served from the bundle (what BundleImporter will find, and nothing else).
+    modules = module_files(files)
+    found = modules.get(entry)
+    if found is None or found[0].endswith("/"):
+        return False
+    parts = entry.split(".")
+    return all(modules.get(".".join(parts[:depth]), ("", False))[1] for depth in range(1, len(parts)))
+
+
 def _check_entry(config: EnclaveConfig, files: Mapping[str, bytes]) -> None:
-    module = config.entry.replace(".", "/")
-    if f"{module}.py" not in files and f"{module}/__init__.py" not in files:
+    if not _entry_importable(config.entry, files):
+        module = config.entry.replace(".", "/")
         raise ConfigError(
             f"enclave.entry: module {config.entry!r} is not among the enclave files "
             f"(expected {module}.py or {module}/__init__.py)"
@@ -159,7 +171,8 @@ class Bundle:
 
         Steps: (1) the SIGSTRUCT signature, exponent and Q1/Q2 (:meth:`Sigstruct.verify`); (2) the measurement
         of the configuration and files equals the SIGSTRUCT's ENCLAVEHASH; (3) the configuration's product id,
-        security version and debug flag equal the SIGSTRUCT's ISVPRODID, ISVSVN and ATTRIBUTES.DEBUG.
+        security version and debug flag equal the SIGSTRUCT's ISVPRODID, ISVSVN and ATTRIBUTES.DEBUG; (4) the
+        configured entry module is importable from the bundle's own files (never from the host's).
         """
         # 1. The signature, under the key the SIGSTRUCT carries.
         self.sigstruct.verify()
@@ -183,6 +196,11 @@ class Bundle:
                 raise LaunchError(
                     f"the bundle's {what} ({configured}) differs from the SIGSTRUCT's ({signed})"
                 )
+        # 4. A signed bundle without its entry would make the enclave import that name from the host's disk.
+        if not _entry_importable(self.config.entry, self.files):
+            raise LaunchError(
+                f"the bundle's entry module {self.config.entry!r} is not among its files: it cannot start"
+            )
 
     def report_body(self, *, cpu_svn: bytes = bytes(16)) -> ReportBody:
         """The enclave identity as EINIT sets it: MRENCLAVE, MRSIGNER, ISV product id and SVN, MISCSELECT,

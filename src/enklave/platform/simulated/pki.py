@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from enklave.attestation.trust import SIMULATED_PKI_ORGANIZATION
 from enklave.errors import UsageError
 from enklave.platform.simulated import _der_writer as der
 from enklave.sgx.pck import SGX_EXTENSIONS_OID, PckConfiguration, PckTcb, SgxType
@@ -51,7 +52,8 @@ __all__ = [
     "sign_raw",
 ]
 
-ORGANIZATION: Final = "enklave simulated SGX platform (not Intel)"
+# The organization lives with the trust roots, so that the verifier marks this PKI simulated on sight.
+ORGANIZATION: Final = SIMULATED_PKI_ORGANIZATION
 ROOT_CA_NAME: Final = "enklave Simulated SGX Root CA"
 PCK_CA_NAME: Final = "enklave Simulated Intel SGX PCK Platform CA"
 TCB_SIGNING_NAME: Final = "enklave Simulated SGX TCB Signing"
