@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -182,6 +183,131 @@ def test_any_payload_decodes_or_raises_boundary_error(payload: bytes) -> None:
         except BoundaryError:
             return
         assert type(message) is list and message[0] in set(Kind)
+    finally:
+        ours.close()
+        theirs.close()
+
+
+LARGE_MESSAGES = [
+    [Kind.CALL, "sink", [bytes(range(256)) * 4096]],
+    [Kind.CALL, "mixed", [b"a" * 300_000, 7, -3, "text", None, True, False, [b"b" * 70_000, "x"]]],
+    # Items the streaming reader hands to cbor2: a map, a float, nesting deeper than two arrays, a tag.
+    [Kind.CALL, "fallback", [b"c" * 300_000, {"k": [1, 2]}, 1.5, [[[b"deep"]]], b"d" * 100_000]],
+    [Kind.RETURN, "é" * 200_000],
+]
+
+
+@pytest.mark.parametrize("message", LARGE_MESSAGES, ids=["bytes", "mixed", "fallback", "text"])
+def test_large_frames_round_trip_through_the_streaming_reader(message: list[object]) -> None:
+    ours, theirs = socket.socketpair()
+    try:
+        sender, receiver = Channel(theirs, 8 << 20), Channel(ours, 8 << 20)
+        writer = threading.Thread(target=sender.send, args=(message,))
+        writer.start()
+        received = receiver.receive()
+        writer.join()
+        assert received == message
+        assert received == cbor2.loads(cbor2.dumps(message))
+        # The channel is in step afterwards: a small frame follows.
+        sender.send([Kind.RETURN, 1])
+        assert receiver.receive() == [Kind.RETURN, 1]
+    finally:
+        ours.close()
+        theirs.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_mutated_large_frames_raise_only_boundary_errors(data: st.DataObject) -> None:
+    payload = bytearray(cbor2.dumps(LARGE_MESSAGES[data.draw(st.integers(0, 3))]))
+    # Mutate the structure (the first bytes hold every head but the data's) and maybe cut the end.
+    for _ in range(data.draw(st.integers(1, 4))):
+        payload[data.draw(st.integers(0, 40))] = data.draw(st.integers(0, 255))
+    payload = payload[: data.draw(st.integers(len(payload) - 50, len(payload)))]
+    ours, theirs = socket.socketpair()
+    try:
+
+        def write() -> None:
+            theirs.sendall(_frame(bytes(payload)))
+            theirs.shutdown(socket.SHUT_WR)  # A cut frame then ends the stream instead of waiting for more.
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            message = Channel(ours, 8 << 20).receive()
+        except (BoundaryError, ChannelClosed):
+            pass
+        else:
+            assert type(message) is list and message[0] in set(Kind)
+        writer.join()
+    finally:
+        ours.close()
+        theirs.close()
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        # Shared references (tags 28/29) would let a few bytes expand into huge nested lists.
+        (cbor2.dumps([0, "f", [[1, 2]] * 50], value_sharing=True), "CBOR tags are not accepted"),
+        (cbor2.dumps([0, "f", [cbor2.CBORTag(35, "a+")]]), "CBOR tags are not accepted"),
+        (b"\x9f\x00\xff", "indefinite lengths"),
+        (cbor2.dumps([1, 2]) + b"\x00", "trailing bytes"),
+        (b"\x82\x01\x5a\xff\xff\xff\xff", "truncated"),
+        (b"\x9b" + (1 << 40).to_bytes(8, "big"), "truncated"),
+        (b"\xa2\x61a\x01\x61a\x02", "duplicate map key"),
+        (b"\x81" * 40 + b"\x00", "nesting deeper"),
+        (b"\x82\x01\xf7", "unsupported simple value"),
+    ],
+)
+def test_the_decoder_accepts_only_the_boundary_subset(
+    pair: tuple[Channel, socket.socket], payload: bytes, message: str
+) -> None:
+    channel, peer = pair
+    channel._max_frame = 1 << 20
+    peer.sendall(_frame(payload))
+    with pytest.raises(BoundaryError, match=message):
+        channel.receive()
+    # The stream stays in step after a malformed frame.
+    peer.sendall(_frame(cbor2.dumps([1, "after"])))
+    assert channel.receive() == [1, "after"]
+
+
+def test_a_malformed_large_frame_is_skipped_whole() -> None:
+    ours, theirs = socket.socketpair()
+    try:
+        bad = b"\x83\x00\x64sink\x81\xd8\x1c" + bytes(400_000)  # a tag inside a large CALL frame
+        writer = threading.Thread(target=theirs.sendall, args=(_frame(bad) + _frame(cbor2.dumps([1, "ok"])),))
+        writer.start()
+        channel = Channel(ours, 1 << 20)
+        with pytest.raises(BoundaryError, match="CBOR tags"):
+            channel.receive()
+        assert channel.receive() == [1, "ok"]
+        writer.join()
+    finally:
+        ours.close()
+        theirs.close()
+
+
+_BOUNDARY_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(1 << 63), (1 << 64) - 1) | st.floats(allow_nan=False)
+    | st.binary(max_size=40) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=5), children, max_size=5),
+    max_leaves=25,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(_BOUNDARY_VALUES)
+def test_both_decoders_agree_with_cbor2_on_the_subset(value: object) -> None:
+    from enklave.runtime._cbor import SocketReader, decode, parse
+
+    payload = cbor2.dumps([1, value])
+    assert decode(payload) == cbor2.loads(payload)
+    ours, theirs = socket.socketpair()
+    try:
+        theirs.sendall(payload)
+        assert parse(SocketReader(ours, len(payload))) == cbor2.loads(payload)
     finally:
         ours.close()
         theirs.close()

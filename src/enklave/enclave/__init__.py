@@ -42,6 +42,7 @@ from enklave.sgx.report import Report, ReportBody, TargetInfo
 
 __all__ = [
     "MaxSize",
+    "PublicError",
     "SealPolicy",
     "bundle_file",
     "ecall",
@@ -58,6 +59,15 @@ __all__ = [
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class PublicError(Exception):
+    """An error whose message enclave code chose to show the host, also from a production enclave.
+
+    A production (non-debug) enclave reports other exceptions to the host by type name only: their messages may
+    quote secrets (``int(secret)`` fails with the secret in its message). Raise this with a message that is safe
+    to disclose.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,14 +185,20 @@ def seal(data: bytes, policy: SealPolicy = "unique", aad: bytes = b"") -> bytes:
     return _seal(_require().platform, data, policy=policy, aad=aad)
 
 
-def unseal(blob: bytes, *, aad: bytes | None = None) -> bytes:
-    """Unseal a blob made by :func:`seal`; when ``aad`` is given, the blob's must equal it.
+def unseal(blob: bytes, *, policy: SealPolicy = "unique", aad: bytes | None = None) -> bytes:
+    """Unseal a blob made by :func:`seal` with ``policy``; when ``aad`` is given, the blob's must equal it.
+
+    The policy is checked because a "product" blob can be made by any enclave of the same signer and product: an
+    enclave that seals to itself must not accept one. Sealing gives no freshness: the host stores the blobs and
+    can hand back an older one; keep a version inside the data (or a counter elsewhere) when that matters.
 
     Raises :class:`~enklave.errors.SealingError` when the blob was tampered with, belongs to another enclave or
-    signer, or was sealed at a higher SVN (rollback), and :class:`~enklave.errors.InvalidSealedBlob` when it is
-    malformed.
+    signer, was sealed with another policy or at a higher SVN (rollback), and
+    :class:`~enklave.errors.InvalidSealedBlob` when it is malformed.
     """
     unsealed = _unseal(_require().platform, blob)
+    if unsealed.policy != policy:
+        raise SealingError(f"the blob was sealed with the {unsealed.policy!r} policy, not {policy!r}")
     if aad is not None and not hmac.compare_digest(unsealed.aad, aad):
         raise SealingError("the sealed blob's associated data is not the expected one")
     return unsealed.data

@@ -175,6 +175,12 @@ class Enclave:
         except ChannelClosed:
             healthy = False
             raise self._crashed() from None
+        except _Desynchronized as exc:
+            # The enclave broke the protocol: nothing more on this channel (or from this enclave) can be trusted.
+            healthy = False
+            channel.close()
+            self._dead = f"the enclave broke the channel protocol ({exc}); load it again to continue"
+            raise BoundaryError(self._dead) from None
         finally:
             if healthy:
                 self._free.put(channel)
@@ -212,7 +218,10 @@ class Enclave:
             while True:
                 if deadline is not None:
                     sock.settimeout(max(deadline - time.monotonic(), 0.000_001))
-                message = channel.receive()
+                try:
+                    message = channel.receive()
+                except BoundaryError as exc:
+                    raise _Desynchronized(str(exc)) from exc
                 kind = message[0]
                 if kind == Kind.RETURN and len(message) == 2:
                     return spec.check_result(message[1])
@@ -221,12 +230,14 @@ class Enclave:
                 if kind == Kind.OCALL and len(message) == 3:
                     self._serve_ocall(channel, message[1], message[2])
                     continue
-                raise BoundaryError("the enclave answered with an unexpected message")
+                raise _Desynchronized("the enclave answered with an unexpected message")
         finally:
             if deadline is not None:
                 sock.settimeout(None)
 
     def _serve_ocall(self, channel: Channel, name: object, args: object) -> None:
+        # The enclave waits for this answer whatever the caller's deadline: send it whole, without a timeout.
+        channel.sock.settimeout(None)
         spec = self.info.ocalls.get(name) if type(name) is str else None
         handler = self._ocalls.get(name) if type(name) is str else None
         if spec is None or handler is None:
@@ -238,7 +249,11 @@ class Enclave:
         except Exception as exc:  # The host function's failure goes back to the enclave as an OcallError.
             channel.send([Kind.OCALL_ERROR, type(exc).__name__, str(exc)])
             return
-        channel.send([Kind.OCALL_RETURN, result])
+        try:
+            channel.send([Kind.OCALL_RETURN, result])
+        except BoundaryError as exc:
+            # Nothing was written (send encodes and checks the size first): answer with the failure instead.
+            channel.send([Kind.OCALL_ERROR, "BoundaryError", str(exc)])
 
     def _drain_later(self, channel: Channel, spec: FunctionSpec) -> None:
         """Wait for the abandoned call's reply on a background thread, then give the channel back."""
@@ -246,13 +261,18 @@ class Enclave:
         def drain() -> None:
             try:
                 self._await_reply(channel, spec, None)
-            except ChannelClosed:
+            except (ChannelClosed, _Desynchronized):
+                channel.close()
                 return
             except EnklaveError:
                 pass
             self._free.put(channel)
 
         threading.Thread(target=drain, name="enklave-drain", daemon=True).start()
+
+
+class _Desynchronized(Exception):
+    """The enclave sent a frame that does not fit the protocol at this point."""
 
 
 # Errors the enclave may report by type name and that keep their type in the host.

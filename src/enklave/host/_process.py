@@ -152,7 +152,8 @@ def _launch_tcp(
 
 
 def _authenticate(sock: socket.socket, token: bytes, threads: int, deadline: float) -> int | None:
-    sock.settimeout(max(0.1, deadline - time.monotonic()))
+    # Each connection gets a second to greet: an idle local connection must not stall the launch.
+    sock.settimeout(max(0.1, min(1.0, deadline - time.monotonic())))
     greeting = b""
     try:
         while len(greeting) < TOKEN_SIZE + 2:

@@ -19,8 +19,9 @@ FATAL              error type name, message                    enclave -> host, 
 =================  ==========================================  ==================
 
 The length is checked against the channel's limit before a byte of the payload is read, and a payload that does
-not decode is a :class:`~enklave.errors.BoundaryError`. CBOR carries no code: unlike pickle, decoding can only
-build plain data (bytes, strings, numbers, lists, maps, and inert tag objects that the type checks refuse).
+not decode is a :class:`~enklave.errors.BoundaryError`. The payload is the strict CBOR subset of
+:mod:`enklave.runtime._cbor`: plain data only (no tags, no references), so unlike pickle, decoding can neither run
+code nor build more than the sender sent.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 import cbor2
 
 from enklave.errors import BoundaryError, EnclaveCrashedError
+from enklave.runtime._cbor import SocketReader, decode, encode_pieces, parse
 
 __all__ = ["HEADER_SIZE", "Channel", "ChannelClosed", "Kind"]
 
@@ -63,7 +65,7 @@ class ChannelClosed(EnclaveCrashedError):
 class Channel:
     """One connected socket with frame-level send and receive. Not thread-safe: one user at a time (one TCS)."""
 
-    __slots__ = ("_buffer", "_end", "_large", "_max_frame", "_sock", "_start", "_view")
+    __slots__ = ("_buffer", "_end", "_large", "_max_frame", "_sock", "_spare", "_start", "_view")
 
     def __init__(self, sock: socket.socket, max_frame: int) -> None:
         self._sock = sock
@@ -75,7 +77,10 @@ class Channel:
         self._start = 0
         self._end = 0
         # A large frame being received: its buffer and how much of it has arrived (kept across timeouts).
-        self._large: tuple[bytearray, int] | None = None
+        self._large: tuple[bytearray, int, int] | None = None
+        # The buffer of the last large frame, reused for the next one up to _SPARE_LIMIT bytes: fresh megabyte
+        # buffers cost page faults on every frame.
+        self._spare: bytearray | None = None
 
     @property
     def sock(self) -> socket.socket:
@@ -85,7 +90,7 @@ class Channel:
     def send(self, message: list[Any]) -> None:
         """Encode and send one message; raises ChannelClosed when the peer is gone, BoundaryError when too big."""
         try:
-            pieces = _encode(message)
+            pieces = encode_pieces(message)
         except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
             raise BoundaryError(f"cannot encode a {Kind(message[0]).name} message: {exc}") from exc
         size = sum(len(piece) for piece in pieces)
@@ -103,8 +108,10 @@ class Channel:
             sent = self._sock.sendmsg([header, *pieces])
             if sent < len(header) + size:
                 self._sock.sendall(memoryview(b"".join([header, *pieces]))[sent:])
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            raise ChannelClosed("the peer closed the channel") from exc
+        except TimeoutError:
+            raise
+        except OSError as exc:  # Broken pipe, reset, or closed under us by close() on another thread.
+            raise ChannelClosed("the channel is closed") from exc
 
     def receive(self) -> list[Any]:
         """Receive one message: a list whose first element is a known :class:`Kind`.
@@ -113,6 +120,19 @@ class Channel:
         is kept, so the next call goes on where this one stopped), and BoundaryError for an oversized or
         malformed frame (after which the channel must be closed: the stream can no longer be trusted).
         """
+        if self._large is None and self._start == self._end and self._sock.gettimeout() is None:
+            # Nothing buffered: peek, so that a large frame's bytes stay in the socket and can be received
+            # straight into the byte strings that the caller gets (see _Stream).
+            self._start = 0
+            self._end = self._recv_into(self._view, socket.MSG_PEEK)
+            if self._end >= HEADER_SIZE:
+                (length,) = _HEADER.unpack_from(self._buffer, 0)
+                if _CHUNK < HEADER_SIZE + length <= self._max_frame + HEADER_SIZE:
+                    self._end = 0
+                    self._recv_exact_into(self._view[:HEADER_SIZE])
+                    return _checked(self._stream(length))
+            # A small frame (or an oversized one, handled below): take the peeked bytes for real.
+            self._recv_exact_into(self._view[: self._end])
         if self._large is None:
             # Peek at the header, and consume it only once the whole frame is here: a timeout loses nothing.
             self._fill(HEADER_SIZE)
@@ -127,29 +147,33 @@ class Channel:
             if HEADER_SIZE + length <= _CHUNK:
                 self._fill(HEADER_SIZE + length)
                 begin = self._start + HEADER_SIZE
-                payload: bytes | bytearray = bytes(self._view[begin : begin + length])
+                payload: bytes | memoryview = bytes(self._view[begin : begin + length])
                 self._start = begin + length
             else:
                 self._start += HEADER_SIZE
                 have = min(self._end - self._start, length)
-                out = bytearray(length)
+                spare = self._spare
+                out = spare if spare is not None and len(spare) >= length else bytearray(length)
+                self._spare = None
                 out[:have] = self._view[self._start : self._start + have]
                 self._start += have
-                self._large = (out, have)
+                self._large = (out, have, length)
         if self._large is not None:
-            payload = self._read_large()
-        try:
-            message = _decode(payload)
-        except Exception as exc:  # cbor2 raises several types (and RecursionError for deep nesting).
-            raise BoundaryError("malformed frame: the payload is not valid CBOR") from exc
-        if (
-            type(message) is not list
-            or not message
-            or type(message[0]) is not int
-            or message[0] not in _KINDS
-        ):
-            raise BoundaryError("malformed frame: not a list starting with a known message kind")
-        return message
+            out, length = self._read_large()
+            try:
+                with memoryview(out) as whole, whole[:length] as frame:
+                    message = decode(frame)
+            except ValueError as exc:
+                raise BoundaryError(f"malformed frame: {exc}") from exc
+            finally:
+                if length <= _SPARE_LIMIT:
+                    self._spare = out
+        else:
+            try:
+                message = decode(payload)
+            except ValueError as exc:
+                raise BoundaryError(f"malformed frame: {exc}") from exc
+        return _checked(message)
 
     def close(self) -> None:
         """Shut the socket down in both directions and close it (idempotent)."""
@@ -175,138 +199,60 @@ class Channel:
             self._start += taken
             size -= taken
 
-    def _read_large(self) -> bytearray:
+    def _read_large(self) -> tuple[bytearray, int]:
         if self._large is None:  # pragma: no cover - only called with a frame in progress
             raise BoundaryError("no large frame in progress")
-        out, have = self._large
+        out, have, length = self._large
         with memoryview(out) as view:
-            while have < len(out):
+            while have < length:
                 try:
-                    have += self._recv_into(view[have:])
+                    have += self._recv_into(view[have:length])
                 finally:
-                    self._large = (out, have)
+                    self._large = (out, have, length)
         self._large = None
-        return out
+        return out, length
 
-    def _recv_into(self, view: memoryview) -> int:
+    def _stream(self, length: int) -> Any:
+        reader = SocketReader(self._sock, length)
         try:
-            got = self._sock.recv_into(view)
-        except ConnectionResetError as exc:
-            raise ChannelClosed("the peer reset the channel") from exc
+            message = parse(reader)
+            if reader.remaining():
+                raise ValueError("trailing bytes after the message")
+        except ValueError as exc:
+            # Keep the stream in step: the rest of the malformed frame is read and dropped.
+            try:
+                reader.skip_rest()
+            except OSError as closed:
+                raise ChannelClosed("the peer closed the channel") from closed
+            raise BoundaryError(f"malformed frame: {exc}") from exc
+        except OSError as exc:
+            raise ChannelClosed("the peer closed the channel") from exc
+        return message
+
+    def _recv_exact_into(self, view: memoryview) -> None:
+        have = 0
+        while have < len(view):
+            have += self._recv_into(view[have:])
+
+    def _recv_into(self, view: memoryview, flags: int = 0) -> int:
+        try:
+            got = self._sock.recv_into(view, 0, flags)
+        except TimeoutError:
+            raise
+        except OSError as exc:  # Reset by the peer, or closed under us by close() on another thread.
+            raise ChannelClosed("the channel is closed") from exc
         if not got:
             raise ChannelClosed("the peer closed the channel")
         return got
 
 
 _KINDS = frozenset(int(k) for k in Kind)
-# Byte strings at least this long are sent as they are (scatter-gather) instead of copied by the encoder.
-_LARGE = 64 * 1024
 
 
-def _encode(message: list[Any]) -> list[bytes]:
-    """The CBOR encoding of ``message`` as pieces whose concatenation is the encoding.
-
-    CBOR items concatenate: an array is its header followed by its items. Large byte strings in the message or
-    in its argument list are emitted as a header plus the original object, so a 1 MiB argument is never copied
-    by the encoder (cbor2 grows its output buffer step by step, which costs more than the socket does).
-    """
-    if not any(
-        (type(v) is bytes and len(v) >= _LARGE) or (type(v) is list and _has_large(v)) for v in message
-    ):
-        return [cbor2.dumps(message)]
-    pieces: list[bytes] = [_head(4, len(message))]
-    for value in message:
-        if type(value) is list:
-            pieces.append(_head(4, len(value)))
-            for item in value:
-                _piece(item, pieces)
-        else:
-            _piece(value, pieces)
-    return pieces
-
-
-def _has_large(values: list[Any]) -> bool:
-    return any(type(v) is bytes and len(v) >= _LARGE for v in values)
-
-
-def _piece(value: Any, pieces: list[bytes]) -> None:
-    if type(value) is bytes and len(value) >= _LARGE:
-        pieces.append(_head(2, len(value)))
-        pieces.append(value)
-    else:
-        pieces.append(cbor2.dumps(value))
-
-
-def _decode(payload: bytes | bytearray) -> Any:
-    """Decode one CBOR message.
-
-    Small frames go to cbor2. Large frames are decoded here when they hold only integers, strings, byte strings,
-    booleans, null and (two levels of) arrays, which is what an ecall with large arguments looks like: cbor2
-    reads long byte strings in small chunks (its defence against lying lengths, which the frame limit already
-    provides) and is then slower than the socket. Anything else in a large frame also goes to cbor2.
-    Trailing bytes are malformed.
-    """
-    if len(payload) < _LARGE:
-        return cbor2.loads(payload)
-    view = memoryview(payload)
-    try:
-        message, end = _simple(view, 0, 0)
-    except _NotSimple:
-        return cbor2.loads(bytes(payload))
-    finally:
-        view.release()
-    if end != len(payload):
-        raise ValueError("trailing bytes after the message")
+def _checked(message: Any) -> list[Any]:
+    if type(message) is not list or not message or type(message[0]) is not int or message[0] not in _KINDS:
+        raise BoundaryError("malformed frame: not a list starting with a known message kind")
     return message
 
 
-class _NotSimple(Exception):
-    """The item needs the full decoder."""
-
-
-_SIMPLE_VALUES = {20: False, 21: True, 22: None}
-
-
-def _simple(view: memoryview, position: int, depth: int) -> tuple[Any, int]:
-    """Decode the item at ``position`` (RFC 8949, section 3); returns it and the position after it."""
-    if position >= len(view):
-        raise ValueError("truncated message")
-    initial = view[position]
-    major, info = initial >> 5, initial & 0x1F
-    if info >= 28 or major in (5, 6) or (major == 7 and info not in _SIMPLE_VALUES):
-        raise _NotSimple
-    if major == 7:
-        return _SIMPLE_VALUES[info], position + 1
-    size = 0 if info < 24 else 1 << (info - 24)
-    start = position + 1 + size
-    if start > len(view):
-        raise ValueError("truncated message")
-    length = info if info < 24 else int.from_bytes(view[position + 1 : start], "big")
-    if major == 0:
-        return length, start
-    if major == 1:
-        return -1 - length, start
-    # Every item takes at least one byte, so no length may exceed what is left of the frame.
-    if length > len(view) - start:
-        raise ValueError("truncated message")
-    if major == 2:
-        return bytes(view[start : start + length]), start + length
-    if major == 3:
-        return str(view[start : start + length], "utf-8"), start + length
-    if depth >= 2:
-        raise _NotSimple
-    items = []
-    for _ in range(length):
-        item, start = _simple(view, start, depth + 1)
-        items.append(item)
-    return items, start
-
-
-def _head(major: int, length: int) -> bytes:
-    """A CBOR item head (RFC 8949, section 3): major type and length, in the shortest form."""
-    if length < 24:
-        return bytes([major << 5 | length])
-    for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
-        if length < 1 << (8 * size):
-            return bytes([major << 5 | info]) + length.to_bytes(size, "big")
-    raise ValueError("length too large for CBOR")
+_SPARE_LIMIT = 4 * 1024 * 1024

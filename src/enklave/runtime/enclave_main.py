@@ -95,12 +95,20 @@ def _interface(platform: Platform) -> dict[str, Any]:
     }
 
 
-def _error(kind: str, exc: BaseException) -> list[Any]:
-    return [Kind.ERROR, kind, type(exc).__name__, str(exc)]
+def _error(kind: str, exc: BaseException, *, disclose: bool = True) -> list[Any]:
+    # A production enclave tells the host only the type of an exception from enclave code: a message may quote a
+    # secret (int(secret) fails with the secret in it). enklave's own errors never carry secrets, and
+    # PublicError is enclave code saying that its message may be shown.
+    if disclose or isinstance(exc, (EnklaveError, api.PublicError)):
+        return [Kind.ERROR, kind, type(exc).__name__, str(exc)]
+    return [Kind.ERROR, kind, type(exc).__name__, "(message withheld: not a debug enclave)"]
 
 
-def serve(channel: Channel) -> None:
-    """Serve ecalls on one channel (one TCS) until the host closes it."""
+def serve(channel: Channel, *, debug: bool) -> None:
+    """Serve ecalls on one channel (one TCS) until the host closes it.
+
+    ``debug`` is the enclave's DEBUG attribute: only a debug enclave discloses its exception messages.
+    """
     api._tcs.channel = channel
     ecalls = api._ecalls
     while True:
@@ -111,7 +119,7 @@ def serve(channel: Channel) -> None:
         except BoundaryError as exc:
             reply = _error("boundary", exc)
         else:
-            reply = _dispatch(message, ecalls)
+            reply = _dispatch(message, ecalls, debug)
         try:
             channel.send(reply)
         except ChannelClosed:
@@ -120,7 +128,7 @@ def serve(channel: Channel) -> None:
             channel.send(_error("ecall", exc))
 
 
-def _dispatch(message: list[Any], ecalls: Mapping[str, Any]) -> list[Any]:
+def _dispatch(message: list[Any], ecalls: Mapping[str, Any], debug: bool) -> list[Any]:
     # 1. Only CALL is expected between ecalls; anything else is a confused or hostile host.
     if message[0] != Kind.CALL or len(message) != 3 or type(message[1]) is not str:
         return _error("boundary", BoundaryError("expected an ecall message"))
@@ -136,7 +144,7 @@ def _dispatch(message: list[Any], ecalls: Mapping[str, Any]) -> list[Any]:
     try:
         result = registration.function(*args)
     except (Exception, SystemExit) as exc:
-        return _error("ecall", exc)
+        return _error("ecall", exc, disclose=debug)
     # 4. Check the result too, so an enclave bug cannot send the host something the interface does not promise.
     try:
         return [Kind.RETURN, registration.spec.check_result(result)]
@@ -169,8 +177,9 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         channels[0].send([Kind.FATAL, type(exc).__name__, str(exc)])
         return 1
     channels[0].send([Kind.HELLO, hello])
+    debug = platform.identity.debug
     threads = [
-        threading.Thread(target=serve, args=(ch,), name=f"tcs-{i}", daemon=True)
+        threading.Thread(target=serve, args=(ch,), kwargs={"debug": debug}, name=f"tcs-{i}", daemon=True)
         for i, ch in enumerate(channels)
     ]
     for thread in threads:

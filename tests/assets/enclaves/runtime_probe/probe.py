@@ -29,6 +29,10 @@ def host_lies() -> int: ...
 def host_missing() -> None: ...
 
 
+@enclave.ocall
+def host_unencodable() -> int: ...
+
+
 @enclave.ecall
 def echo(data: bytes) -> bytes:
     return data
@@ -78,7 +82,7 @@ def upper_via_host(text: str) -> str:
 @enclave.ecall
 def ocall_failures() -> list[str]:
     seen = []
-    for function in (host_fails, host_lies, host_missing):
+    for function in (host_fails, host_lies, host_missing, host_unencodable):
         try:
             function()
         except Exception as exc:
@@ -122,5 +126,15 @@ def seal(data: bytes, policy: str) -> bytes:
 
 
 @enclave.ecall
-def unseal(blob: bytes) -> bytes:
-    return enclave.unseal(blob)
+def unseal(blob: bytes, policy: str) -> bytes:
+    return enclave.unseal(blob, policy="product" if policy == "product" else "unique")
+
+
+@enclave.ecall
+def leak(secret: str) -> int:
+    return int(secret)
+
+
+@enclave.ecall
+def public_failure(reason: str) -> None:
+    raise enclave.PublicError(reason)
