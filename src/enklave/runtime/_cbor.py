@@ -48,19 +48,45 @@ class Reader(Protocol):
 
 
 class SocketReader:
-    """A frame still in the socket: every read takes exactly its bytes, so a large byte string is received
-    with one ``recv(n, MSG_WAITALL)`` straight into the bytes object the caller gets."""
+    """A frame still in the socket, read exactly: a large byte string is received with one
+    ``recv(n, MSG_WAITALL)`` straight into the bytes object the caller gets.
 
-    __slots__ = ("_left", "_sock")
+    Small reads (item heads, short strings) are served from a peek at the next bytes, and the bytes they used are
+    consumed from the socket in one call before the next direct read, so a frame costs a few system calls
+    whatever its number of heads.
+    """
+
+    __slots__ = ("_left", "_peeked", "_sock", "_used")
+
+    _PEEK = 256
 
     def __init__(self, sock: socket.socket, length: int) -> None:
         self._sock = sock
         self._left = length
+        self._peeked = b""  # bytes at the front of the socket, not consumed yet
+        self._used = 0  # how many of them the reads have used
 
     def read(self, size: int) -> bytes:
         if size > self._left:
             raise ValueError("truncated message")
+        if self._used + size > len(self._peeked) and size < self._PEEK:
+            self._consume_used()
+            self._peeked = self._sock.recv(min(self._left, self._PEEK), socket.MSG_PEEK)
+        if self._used + size <= len(self._peeked):
+            data = self._peeked[self._used : self._used + size]
+            self._used += size
+            self._left -= size
+            return data
+        self._consume_used()
         self._left -= size
+        return self._receive(size)
+
+    def _consume_used(self) -> None:
+        if self._used:
+            self._receive(self._used)
+        self._peeked, self._used = b"", 0
+
+    def _receive(self, size: int) -> bytes:
         data = self._sock.recv(size, socket.MSG_WAITALL) if size else b""
         if len(data) < size:
             # MSG_WAITALL stops early on a signal or at the end of the stream: finish by hand.
@@ -78,10 +104,17 @@ class SocketReader:
     def remaining(self) -> int:
         return self._left
 
+    def finish(self) -> None:
+        """Consume the bytes the last reads used (call once the frame is parsed)."""
+        self._consume_used()
+
     def skip_rest(self) -> None:
         """Consume what is left of the frame, so that the stream stays in step after a malformed one."""
+        self._consume_used()
         while self._left:
-            self.read(min(self._left, 1 << 20))
+            size = min(self._left, 1 << 20)
+            self._left -= size
+            self._receive(size)
 
 
 def parse(reader: Reader, depth: int = 0) -> Any:

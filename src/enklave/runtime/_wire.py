@@ -121,18 +121,16 @@ class Channel:
         malformed frame (after which the channel must be closed: the stream can no longer be trusted).
         """
         if self._large is None and self._start == self._end and self._sock.gettimeout() is None:
-            # Nothing buffered: peek, so that a large frame's bytes stay in the socket and can be received
-            # straight into the byte strings that the caller gets (see _Stream).
-            self._start = 0
-            self._end = self._recv_into(self._view, socket.MSG_PEEK)
-            if self._end >= HEADER_SIZE:
+            # Nothing buffered: peek at the header only, so that a large frame's bytes stay in the socket and are
+            # received straight into the byte strings the caller gets (see _cbor.SocketReader).
+            self._start = self._end = 0
+            peeked = self._recv_into(self._view[:HEADER_SIZE], socket.MSG_PEEK)
+            if peeked == HEADER_SIZE:
                 (length,) = _HEADER.unpack_from(self._buffer, 0)
                 if _CHUNK < HEADER_SIZE + length <= self._max_frame + HEADER_SIZE:
-                    self._end = 0
                     self._recv_exact_into(self._view[:HEADER_SIZE])
                     return _checked(self._stream(length))
-            # A small frame (or an oversized one, handled below): take the peeked bytes for real.
-            self._recv_exact_into(self._view[: self._end])
+            # A small frame (or an oversized one): the buffered path below reads it, header included.
         if self._large is None:
             # Peek at the header, and consume it only once the whole frame is here: a timeout loses nothing.
             self._fill(HEADER_SIZE)
@@ -218,6 +216,7 @@ class Channel:
             message = parse(reader)
             if reader.remaining():
                 raise ValueError("trailing bytes after the message")
+            reader.finish()
         except ValueError as exc:
             # Keep the stream in step: the rest of the malformed frame is read and dropped.
             try:
