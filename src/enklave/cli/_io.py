@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from enklave._home import read_limited
 from enklave.errors import InvalidQuote, TransportError, UsageError
 
 MAX_INPUT_SIZE = 1024 * 1024
@@ -18,14 +19,13 @@ _B64 = re.compile(rb"^[A-Za-z0-9+/=_\-\s]+$")
 
 def read_file(path: str, *, what: str, limit: int = MAX_INPUT_SIZE) -> bytes:
     """Read at most ``limit`` bytes of a file (``-`` is standard input); larger files are refused."""
-    try:
-        if path == "-":
-            data = sys.stdin.buffer.read(limit + 1)
-        else:
-            with Path(path).open("rb") as handle:
-                data = handle.read(limit + 1)
-    except OSError as exc:
-        raise TransportError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if path == "-":
+        data = sys.stdin.buffer.read(limit + 1)
+    else:
+        try:
+            data = read_limited(Path(path), limit)
+        except TransportError as exc:
+            raise TransportError(f"{what}: {exc}") from exc.__cause__
     if len(data) > limit:
         raise UsageError(f"{what} {path} is larger than {limit} bytes")
     return data

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import datetime
 import hmac
-import os
 import struct
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from types import MappingProxyType
 import cbor2
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from enklave._home import read_limited, write_atomic
 from enklave.errors import ConfigError, InvalidBundle, LaunchError, TransportError
 from enklave.runtime._importer import module_files
 from enklave.runtime.config import EnclaveConfig, check_relative_path, read_config_text
@@ -259,23 +258,12 @@ def write_bundle(bundle: Bundle, path: str | Path) -> None:
     Raises :class:`TransportError` when it cannot be written.
     """
     target = Path(path)
-    data = bundle.to_bytes()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            # A bundle holds no secrets (the key stays outside); the host and Gramine must be able to read it.
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     except OSError as exc:
         raise TransportError(f"cannot write bundle {target}: {exc.strerror or exc}") from exc
+    # A bundle holds no secrets (the key stays outside); the host and Gramine must be able to read it.
+    write_atomic(target, bundle.to_bytes(), mode=0o644)
 
 
 def read_bundle(source: str | Path | bytes, *, max_size: int = MAX_BUNDLE_SIZE) -> Bundle:
@@ -334,11 +322,7 @@ def read_bundle(source: str | Path | bytes, *, max_size: int = MAX_BUNDLE_SIZE) 
 
 
 def _read_limited(path: Path, max_size: int) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(max_size + 1)
-    except OSError as exc:
-        raise TransportError(f"cannot read bundle {path}: {exc.strerror or exc}") from exc
+    data = read_limited(path, max_size)
     if len(data) > max_size:
         raise InvalidBundle(f"bundle {path} is larger than {max_size} bytes")
     return data

@@ -21,7 +21,8 @@ from typing import Any
 
 import cbor2
 
-from enklave.errors import ConfigError, TransportError
+from enklave._home import read_limited
+from enklave.errors import ConfigError
 
 __all__ = [
     "CONFIG_FILENAME",
@@ -257,11 +258,7 @@ def read_config_text(path: Path) -> str:
 
     Raises :class:`TransportError` if it cannot be read, :class:`ConfigError` if it is too large or not UTF-8.
     """
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_CONFIG_SIZE + 1)
-    except OSError as exc:
-        raise TransportError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    data = read_limited(path, MAX_CONFIG_SIZE)
     if len(data) > MAX_CONFIG_SIZE:
         raise ConfigError(f"{path} is larger than {MAX_CONFIG_SIZE} bytes")
     try:

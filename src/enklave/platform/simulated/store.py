@@ -29,7 +29,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,7 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from enklave._home import data_home, private_dir, write_private
+from enklave._home import data_home, private_dir, read_limited, write_atomic, write_private
 from enklave.attestation.collateral import QuoteCollateral, parse_pem_chain
 from enklave.attestation.sources import CA_TYPES, CollateralSource, read_collateral_file
 from enklave.attestation.trust import TrustedRoot
@@ -98,12 +97,11 @@ def _now(now: datetime | None) -> datetime:
 
 def _read(path: Path) -> bytes:
     try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_FILE + 1)
-    except FileNotFoundError as exc:
-        raise PlatformError(f"the simulated SGX platform's file {path} is missing") from exc
-    except OSError as exc:
-        raise TransportError(f"cannot read {path}: {exc.strerror}") from exc
+        data = read_limited(path, _MAX_FILE)
+    except TransportError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            raise PlatformError(f"the simulated SGX platform's file {path} is missing") from exc
+        raise
     if len(data) > _MAX_FILE:
         raise PlatformError(f"the simulated SGX platform's file {path} is too large")
     return data
@@ -111,20 +109,7 @@ def _read(path: Path) -> bytes:
 
 def _write_public(path: Path, data: bytes) -> None:
     """Write ``data`` atomically with mode 0644: readers see the old file or the new one, never half."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise TransportError(f"cannot write {path}: {exc.strerror}") from exc
+    write_atomic(path, data, mode=0o644)
 
 
 def _public_dir(path: Path) -> Path:
