@@ -11,6 +11,8 @@ the caller misused the API::
     │   ├── InvalidBundle            a signed enclave bundle or its SIGSTRUCT could not be parsed
     │   ├── InvalidSealedBlob        a sealed blob could not be parsed (wrong magic, version, truncated)
     │   ├── BoundaryError            a frame or argument crossing the host/enclave boundary was rejected
+    │   ├── InvalidPolicy            a policy text (MAA policy language, key release policy) does not parse
+    │   ├── InvalidToken             an attestation token (JWT) is malformed: not a JWS, bad JSON, bad header
     │   └── VerificationError        well-formed data that must not be trusted
     │       ├── SignatureError       a signature does not verify over the signed bytes
     │       ├── CertificateChainError
@@ -59,8 +61,10 @@ __all__ = [
     "ExpiredError",
     "InvalidBundle",
     "InvalidCollateral",
+    "InvalidPolicy",
     "InvalidQuote",
     "InvalidSealedBlob",
+    "InvalidToken",
     "LaunchError",
     "OcallError",
     "PlatformError",
@@ -115,6 +119,23 @@ class BoundaryError(BadDataError):
     declared type or size limit, and reported back to the host as this type; raised in the host when the enclave
     answers an ocall result or frame that does not decode.
     """
+
+
+class InvalidPolicy(BadDataError):
+    """A policy document does not parse or is not valid: the MAA policy language, a key release policy.
+
+    ``line`` and ``column`` (1-based) point at the problem when the policy is text.
+    """
+
+    def __init__(self, message: str, *, line: int | None = None, column: int | None = None) -> None:
+        self.line = line
+        self.column = column
+        where = f" (line {line}, column {column})" if line is not None and column is not None else ""
+        super().__init__(f"{message}{where}")
+
+
+class InvalidToken(BadDataError):
+    """An attestation token is malformed: not a compact JWS, undecodable header or claims, a missing claim."""
 
 
 class VerificationError(BadDataError):
