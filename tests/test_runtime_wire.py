@@ -311,3 +311,16 @@ def test_both_decoders_agree_with_cbor2_on_the_subset(value: object) -> None:
     finally:
         ours.close()
         theirs.close()
+
+
+def test_a_timeout_while_skipping_an_oversized_frame_keeps_the_place(
+    pair: tuple[Channel, socket.socket],
+) -> None:
+    channel, peer = pair
+    peer.sendall(struct.pack(">I", 5000) + bytes(100))
+    channel.sock.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        channel.receive()
+    peer.sendall(bytes(4900) + _frame(cbor2.dumps([1, "after the skipped frame"])))
+    channel.sock.settimeout(None)
+    assert channel.receive() == [1, "after the skipped frame"]

@@ -65,7 +65,7 @@ class ChannelClosed(EnclaveCrashedError):
 class Channel:
     """One connected socket with frame-level send and receive. Not thread-safe: one user at a time (one TCS)."""
 
-    __slots__ = ("_buffer", "_end", "_large", "_max_frame", "_sock", "_spare", "_start", "_view")
+    __slots__ = ("_buffer", "_end", "_large", "_max_frame", "_skipping", "_sock", "_spare", "_start", "_view")
 
     def __init__(self, sock: socket.socket, max_frame: int) -> None:
         self._sock = sock
@@ -81,6 +81,7 @@ class Channel:
         # The buffer of the last large frame, reused for the next one up to _SPARE_LIMIT bytes: fresh megabyte
         # buffers cost page faults on every frame.
         self._spare: bytearray | None = None
+        self._skipping = 0
 
     @property
     def sock(self) -> socket.socket:
@@ -120,6 +121,9 @@ class Channel:
         is kept, so the next call goes on where this one stopped), and BoundaryError for an oversized or
         malformed frame (after which the channel must be closed: the stream can no longer be trusted).
         """
+        if self._skipping:
+            # A timeout interrupted skipping an oversized frame: finish that first.
+            self._discard(self._skipping)
         if self._large is None and self._start == self._end and self._sock.gettimeout() is None:
             # Nothing buffered: peek at the header only, so that a large frame's bytes stay in the socket and are
             # received straight into the byte strings the caller gets (see _cbor.SocketReader).
@@ -189,13 +193,15 @@ class Channel:
             self._end += self._recv_into(self._view[self._end :])
 
     def _discard(self, size: int) -> None:
-        while size > 0:
+        # The count left to skip is channel state, so that a timeout in the middle loses no place in the stream.
+        self._skipping = size
+        while self._skipping > 0:
             if self._end == self._start:
                 self._start = self._end = 0
                 self._end = self._recv_into(self._view)
-            taken = min(size, self._end - self._start)
+            taken = min(self._skipping, self._end - self._start)
             self._start += taken
-            size -= taken
+            self._skipping -= taken
 
     def _read_large(self) -> tuple[bytearray, int]:
         if self._large is None:  # pragma: no cover - only called with a frame in progress
