@@ -323,3 +323,27 @@ def test_a_production_enclave_withholds_its_exception_messages(tmp_path: Path, h
             production.ecall.public_failure("quota exceeded")
         with pytest.raises(EcallError, match="InvalidSealedBlob"):
             production.ecall.unseal(b"not a blob", "unique")
+
+
+def test_closing_while_a_call_runs_fails_that_call_cleanly(
+    probe_bundle: tuple[Path, Bundle], home: Path
+) -> None:
+    outcome: list[BaseException] = []
+    target = host.load(probe_bundle[0], mode="sim", home=home)
+
+    def call() -> None:
+        try:
+            target.ecall.nap(2.0)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.3)
+    target.close()
+    caller.join(timeout=10)
+    assert not caller.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], EnclaveCrashedError), outcome
+    assert "closed while the call was running" in str(outcome[0])
+    with pytest.raises(UsageError, match="closed"):
+        target.ecall.add(1, 2)
