@@ -1,0 +1,73 @@
+"""The attestation service, compatible with Microsoft Azure Attestation (MAA).
+
+So far this package holds the MAA policy language (:mod:`enklave.services.attestation.policy`), re-exported
+here; the service itself (REST API, tokens, storage) will join it.
+"""
+
+from __future__ import annotations
+
+from enklave.services.attestation.policy import (
+    DEFAULT_MAX_CLAIMS,
+    DEFAULT_OPEN_ENCLAVE_POLICY,
+    DEFAULT_POLICIES,
+    DEFAULT_SGX_POLICY,
+    FUNCTIONS,
+    ISSUER_ATTESTATION_POLICY,
+    ISSUER_ATTESTATION_SERVICE,
+    ISSUER_CUSTOM_CLAIM,
+    MAX_FUNCTION_NESTING,
+    MAX_POLICY_CHARS,
+    SUPPORTED_VERSIONS,
+    Action,
+    ActionVerb,
+    Claim,
+    ClaimRef,
+    ClaimValue,
+    Condition,
+    FunctionCall,
+    Literal,
+    Operator,
+    Policy,
+    PolicyResult,
+    PropertyCondition,
+    Rule,
+    evaluate,
+    parse_policy,
+    policy_hash,
+    policy_text_from_jws,
+    policy_token_hash,
+    unsigned_policy_jws,
+)
+
+__all__ = [
+    "DEFAULT_MAX_CLAIMS",
+    "DEFAULT_OPEN_ENCLAVE_POLICY",
+    "DEFAULT_POLICIES",
+    "DEFAULT_SGX_POLICY",
+    "FUNCTIONS",
+    "ISSUER_ATTESTATION_POLICY",
+    "ISSUER_ATTESTATION_SERVICE",
+    "ISSUER_CUSTOM_CLAIM",
+    "MAX_FUNCTION_NESTING",
+    "MAX_POLICY_CHARS",
+    "SUPPORTED_VERSIONS",
+    "Action",
+    "ActionVerb",
+    "Claim",
+    "ClaimRef",
+    "ClaimValue",
+    "Condition",
+    "FunctionCall",
+    "Literal",
+    "Operator",
+    "Policy",
+    "PolicyResult",
+    "PropertyCondition",
+    "Rule",
+    "evaluate",
+    "parse_policy",
+    "policy_hash",
+    "policy_text_from_jws",
+    "policy_token_hash",
+    "unsigned_policy_jws",
+]
