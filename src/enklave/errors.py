@@ -13,6 +13,7 @@ the caller misused the API::
     │   ├── BoundaryError            a frame or argument crossing the host/enclave boundary was rejected
     │   ├── InvalidPolicy            a policy text (MAA policy language, key release policy) does not parse
     │   ├── InvalidToken             an attestation token (JWT) is malformed: not a JWS, bad JSON, bad header
+    │   ├── InvalidKey               a public key from a peer or a token is malformed or too weak to use
     │   └── VerificationError        well-formed data that must not be trusted
     │       ├── SignatureError       a signature does not verify over the signed bytes
     │       ├── CertificateChainError
@@ -61,6 +62,7 @@ __all__ = [
     "ExpiredError",
     "InvalidBundle",
     "InvalidCollateral",
+    "InvalidKey",
     "InvalidPolicy",
     "InvalidQuote",
     "InvalidSealedBlob",
@@ -136,6 +138,11 @@ class InvalidPolicy(BadDataError):
 
 class InvalidToken(BadDataError):
     """An attestation token is malformed: not a compact JWS, undecodable header or claims, a missing claim."""
+
+
+class InvalidKey(BadDataError):
+    """A public key that came from a peer or a token (a key release recipient, a JWK) is malformed, of an
+    unsupported type or curve, or too weak to use."""
 
 
 class VerificationError(BadDataError):
