@@ -21,6 +21,9 @@ PUBLIC_MODULES = [
     "enklave.enclave",
     "enklave.host",
     "enklave.deploy",
+    "enklave.services.attestation",
+    "enklave.services.attestation.policy",
+    "enklave.services.kbs",
 ]
 
 

@@ -19,6 +19,16 @@ from enklave.attestation.sources import (
     PcsCollateralSource,
     Transport,
 )
+from enklave.attestation.tokens import (
+    HttpJwksSource,
+    JwksSource,
+    StaticJwksSource,
+    TokenSigner,
+    TokenVerifier,
+    VerifiedToken,
+    sgx_claims,
+    unsigned_token,
+)
 from enklave.attestation.trust import TrustedRoot, intel_sgx_root
 from enklave.attestation.verified import VerifiedQuote
 from enklave.attestation.verify import QuoteVerifier, verify_quote
@@ -30,7 +40,9 @@ __all__ = [
     "CollateralRequest",
     "CollateralSource",
     "EnclavePolicy",
+    "HttpJwksSource",
     "HttpxTransport",
+    "JwksSource",
     "MockTransport",
     "OfflineCollateralSource",
     "PcsCollateralSource",
@@ -38,14 +50,20 @@ __all__ = [
     "QeIdentity",
     "QuoteCollateral",
     "QuoteVerifier",
+    "StaticJwksSource",
     "TcbInfo",
     "TcbLevel",
     "TcbStatus",
+    "TokenSigner",
+    "TokenVerifier",
     "Transport",
     "TrustedRoot",
     "UnsafeNoPolicy",
     "VerifiedQuote",
+    "VerifiedToken",
     "collateral_request",
     "intel_sgx_root",
+    "sgx_claims",
+    "unsigned_token",
     "verify_quote",
 ]
