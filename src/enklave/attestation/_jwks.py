@@ -13,7 +13,6 @@ import base64
 import binascii
 import copy
 import hashlib
-import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from enklave._json import strict_loads
 from enklave.attestation._transport import Transport, printable, redact
 from enklave.errors import InvalidCollateral, InvalidToken, SignatureError, TransportError, UsageError
 
@@ -72,26 +72,10 @@ def b64url_decode(text: str, what: str) -> bytes:
     return data
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # A duplicated member (two "iss", two "kid") could be read one way here and another way elsewhere.
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate member {printable(key)!r}")
-        result[key] = value
-    return result
-
-
 def load_json_object(data: bytes, what: str) -> dict[str, Any]:
     """Parse UTF-8 JSON that must be an object without duplicate members or NaN; else :class:`InvalidToken`."""
     try:
-        value = json.loads(
-            data.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_reject_constant
-        )
+        value = strict_loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidToken(f"{what} is not valid JSON") from exc
     if not isinstance(value, dict):

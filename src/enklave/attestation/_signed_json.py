@@ -8,11 +8,11 @@ cause.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 from typing import NoReturn
 
+from enklave._json import STRICT_DECODER
 from enklave.errors import InvalidCollateral
 
 # JSON allows exactly these four whitespace characters between tokens (RFC 8259, section 2).
@@ -25,22 +25,7 @@ _UTC_TIME = re.compile(
 _MAX_STRING_FIELD = 256
 
 
-def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    # Two parsers that resolve a duplicated key differently could read different values from the same signed
-    # text, so duplicated keys are rejected anywhere in a document.
-    result: dict[str, object] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+_DECODER = STRICT_DECODER
 
 
 def _fail(message: str, exc: BaseException | None = None) -> NoReturn:

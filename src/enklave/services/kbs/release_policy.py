@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias
 
+from enklave._json import strict_loads
 from enklave.errors import InvalidPolicy, PolicyError, UsageError
 
 __all__ = [
@@ -221,25 +222,12 @@ def _decode(source: str | bytes, limits: PolicyLimits) -> Any:
         raise InvalidPolicy(f"$: policy is {size} bytes, more than the limit of {limits.max_bytes}")
     try:
         text = source.decode("utf-8") if isinstance(source, bytes) else source
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        return strict_loads(text)
     except InvalidPolicy:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         # The JSON error names line and column but never echoes the text, so it can go in the message.
         raise InvalidPolicy(f"$: policy is not valid JSON: {exc}") from exc
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise InvalidPolicy(f"$: duplicate key {key!r} in a JSON object")
-        result[key] = value
-    return result
-
-
-def _no_constants(name: str) -> Any:
-    raise InvalidPolicy(f"$: {name} is not a JSON number")
 
 
 class _Parser:
