@@ -24,6 +24,7 @@ PUBLIC_MODULES = [
     "enklave.services.attestation",
     "enklave.services.attestation.policy",
     "enklave.services.kbs",
+    "enklave.services.storage",
 ]
 
 
