@@ -14,6 +14,7 @@ import click
 from enklave import __version__
 from enklave.cli._errors import EXIT_CODES, EXIT_CODES_HELP, run_guarded
 from enklave.cli.app import new, run
+from enklave.cli.attestation_service import attestation_service
 from enklave.cli.build import build
 from enklave.cli.collateral import collateral
 from enklave.cli.demo import demo
@@ -50,6 +51,7 @@ cli.add_command(signerid)
 cli.add_command(info)
 cli.add_command(new)
 cli.add_command(run)
+cli.add_command(attestation_service)
 
 
 def main(argv: list[str] | None = None) -> int:

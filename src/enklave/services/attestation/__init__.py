@@ -1,10 +1,16 @@
 """The attestation service, compatible with Microsoft Azure Attestation (MAA).
 
-So far this package holds the MAA policy language (:mod:`enklave.services.attestation.policy`), re-exported
-here; the service itself (REST API, tokens, storage) will join it.
+This package holds the MAA policy language (:mod:`enklave.services.attestation.policy`), re-exported here,
+and the service: its host (:mod:`.service`), ASGI app (:mod:`.app`), enclave (``enclave_app/``, package data)
+and client (:mod:`.client`). ``AttestationService``, ``ServiceConfig``, ``AttestationClient`` and
+``create_app`` are re-exported lazily: the service's enclave imports the policy language from this package, and
+must not load the host, storage and HTTP stacks with it.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from enklave.services.attestation.policy import (
     DEFAULT_MAX_CLAIMS,
@@ -39,6 +45,11 @@ from enklave.services.attestation.policy import (
     unsigned_policy_jws,
 )
 
+if TYPE_CHECKING:
+    from enklave.services.attestation.app import create_app
+    from enklave.services.attestation.client import AttestationClient
+    from enklave.services.attestation.service import AttestationService, ServiceConfig
+
 __all__ = [
     "DEFAULT_MAX_CLAIMS",
     "DEFAULT_OPEN_ENCLAVE_POLICY",
@@ -53,6 +64,8 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "Action",
     "ActionVerb",
+    "AttestationClient",
+    "AttestationService",
     "Claim",
     "ClaimRef",
     "ClaimValue",
@@ -64,6 +77,8 @@ __all__ = [
     "PolicyResult",
     "PropertyCondition",
     "Rule",
+    "ServiceConfig",
+    "create_app",
     "evaluate",
     "parse_policy",
     "policy_hash",
@@ -71,3 +86,17 @@ __all__ = [
     "policy_token_hash",
     "unsigned_policy_jws",
 ]
+
+_LAZY = {
+    "AttestationClient": "enklave.services.attestation.client",
+    "AttestationService": "enklave.services.attestation.service",
+    "ServiceConfig": "enklave.services.attestation.service",
+    "create_app": "enklave.services.attestation.app",
+}
+
+
+def __getattr__(name: str) -> object:
+    # The service side loads on first use only (see the module docstring).
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
