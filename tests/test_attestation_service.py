@@ -389,7 +389,9 @@ def test_the_signing_certificate_carries_a_quote_that_binds_its_key(
 # -- bad requests ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("query", ["", "?api-version=2020-10-01", "?api-version=", "?other=2022-08-01"])
+@pytest.mark.parametrize(
+    "query", ["", "?api-version=2018-09-01-preview", "?api-version=", "?other=2022-08-01"]
+)
 def test_the_api_version_is_required(http: TestClient, quote: bytes, query: str) -> None:
     response = http.post(f"/attest/SgxEnclave{query}", json={"quote": b64url(quote)})
     assert response.status_code == 400

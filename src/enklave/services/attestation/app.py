@@ -63,10 +63,19 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# 2020-10-01 is what Microsoft's Python SDK (azure-security-attestation 1.0) speaks; for the operations served
+# here its bodies and claims are those of 2022-08-01, which only adds the request nonce.
+SUPPORTED_API_VERSIONS = (API_VERSION, "2020-10-01")
+
+
 def _version_error(request: Request) -> JSONResponse | None:
     version = request.query_params.get("api-version")
-    if version != API_VERSION:
-        return _error(400, "InvalidApiVersion", f"the api-version query parameter must be {API_VERSION}")
+    if version not in SUPPORTED_API_VERSIONS:
+        return _error(
+            400,
+            "InvalidApiVersion",
+            f"the api-version query parameter must be one of {', '.join(SUPPORTED_API_VERSIONS)}",
+        )
     return None
 
 
