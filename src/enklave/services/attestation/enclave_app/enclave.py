@@ -57,6 +57,7 @@ from enklave.platform.simulated import simulated_root
 from enklave.services.attestation.policy import (
     MAX_POLICY_CHARS,
     Claim,
+    Policy,
     evaluate,
     parse_policy,
     policy_hash,
@@ -82,6 +83,7 @@ _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 _RESERVED = frozenset({"iss", "iat", "nbf", "exp", "jti", "nonce"})
 _RESERVED_PREFIXES = ("x-ms-", "x-enklave-")
 _COLLATERAL_CACHE_SIZE = 16
+_POLICY_CACHE_SIZE = 16
 _MAX_POLICY_RESULT = 2 * MAX_POLICY_CHARS + 4096
 _POLICY_RESULT_CLAIMS = frozenset({
     "x-ms-policy", "x-ms-policy-result", "x-ms-policy-token-hash", "x-ms-policy-signer",
@@ -119,6 +121,7 @@ _lock = threading.Lock()
 # The one service state, replaced as a whole by init (a holder rather than a rebound global).
 _current: dict[str, _Service] = {}
 _collateral: OrderedDict[bytes, QuoteCollateral] = OrderedDict()
+_policies: OrderedDict[bytes, Policy] = OrderedDict()
 
 
 def _roots() -> list[TrustedRoot]:
@@ -208,6 +211,7 @@ def init(
     with _lock:
         _current["service"] = _Service(signer, QuoteVerifier(_roots()))
         _collateral.clear()
+        _policies.clear()
     jwks = json.dumps(signer.jwks()).encode("utf-8")
     return {"sealed_state": sealed, "certificate": certificate_der, "quote": quote.value, "jwks": jwks}
 
@@ -247,6 +251,23 @@ def _parse_collateral(collateral_json: str) -> QuoteCollateral:
         _collateral[digest] = parsed
         while len(_collateral) > _COLLATERAL_CACHE_SIZE:
             _collateral.popitem(last=False)
+    return parsed
+
+
+def _parsed_policy(text: str) -> Policy:
+    # Parsing the default policy takes about 1 ms, as long as verifying the quote; the stored policy comes
+    # back on every request, so its parsed (frozen) form is kept, keyed by the digest of the exact text.
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    with _lock:
+        cached = _policies.get(digest)
+        if cached is not None:
+            _policies.move_to_end(digest)
+            return cached
+    parsed = parse_policy(text)
+    with _lock:
+        _policies[digest] = parsed
+        while len(_policies) > _POLICY_CACHE_SIZE:
+            _policies.popitem(last=False)
     return parsed
 
 
@@ -316,7 +337,7 @@ def _attest(
     chosen = request.draft_policy if request.draft_policy is not None else policy_text
     text = _policy_text(chosen, "the draft policy" if draft else "the stored policy")
     try:
-        result = evaluate(parse_policy(text), _incoming(claims))
+        result = evaluate(_parsed_policy(text), _incoming(claims))
     except InvalidPolicy as exc:
         raise _Refused(400, "InvalidPolicy", str(exc)) from exc
     except PolicyError as exc:
