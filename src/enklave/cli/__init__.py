@@ -19,6 +19,7 @@ from enklave.cli.build import build
 from enklave.cli.collateral import collateral
 from enklave.cli.demo import demo
 from enklave.cli.enclave import info, sign, signerid, uniqueid
+from enklave.cli.kbs import kbs
 from enklave.cli.quote import quote
 from enklave.cli.sim import sim
 
@@ -52,6 +53,7 @@ cli.add_command(info)
 cli.add_command(new)
 cli.add_command(run)
 cli.add_command(attestation_service)
+cli.add_command(kbs)
 
 
 def main(argv: list[str] | None = None) -> int:

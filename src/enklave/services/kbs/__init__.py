@@ -7,6 +7,9 @@ the attested enclave put in the token (:mod:`.wrapping`: a JWE with RSA-OAEP-256
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 from enklave.services.kbs.release_policy import (
     SUPPORTED_VERSIONS,
     AllOf,
@@ -44,3 +47,26 @@ __all__ = [
     "wrap_key",
     "wrap_key_hpke",
 ]
+
+if TYPE_CHECKING:
+    from enklave.services.kbs.app import create_app
+    from enklave.services.kbs.client import KbsClient
+    from enklave.services.kbs.service import Authority, KbsConfig, KeyBrokerService
+
+__all__ += ["Authority", "KbsClient", "KbsConfig", "KeyBrokerService", "create_app"]
+
+# The service side loads on first use only: the KBS enclave imports this package (release policies, wrapping,
+# key models) and must not load the host, storage and HTTP stacks with it.
+_LAZY = {
+    "KbsClient": "enklave.services.kbs.client",
+    "KeyBrokerService": "enklave.services.kbs.service",
+    "KbsConfig": "enklave.services.kbs.service",
+    "Authority": "enklave.services.kbs.service",
+    "create_app": "enklave.services.kbs.app",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -75,8 +75,8 @@ def wrap_key(key_material: bytes, recipient_jwk: Mapping[str, Any]) -> str:
     """Encrypt ``key_material`` to the public JWK ``recipient_jwk``; return a compact JWE.
 
     RSA recipients get ``RSA-OAEP-256``, P-256 recipients ``ECDH-ES+A256KW``; content is ``A256GCM``.
-    Raises :class:`UsageError` when the key material is empty or larger than :data:`MAX_KEY_MATERIAL`, or
-    when the recipient is not an acceptable public encryption key (see the module docstring).
+    Raises :class:`UsageError` when the key material is empty or larger than :data:`MAX_KEY_MATERIAL`, and
+    :class:`InvalidKey` when the recipient is not an acceptable public encryption key (see the module docstring).
     """
     _check_material(key_material)
     public_jwk, alg = _public_recipient(recipient_jwk)
@@ -147,8 +147,8 @@ def wrap_key_hpke(key_material: bytes, recipient_public_key_bytes: bytes, info: 
     """Seal ``key_material`` to an uncompressed SEC1 P-256 public key with HPKE base mode.
 
     Returns ``enc (65 bytes) || ciphertext`` (see the module docstring). ``info`` (at most 1024 bytes) must be
-    given again to :func:`unwrap_key_hpke`. Raises :class:`UsageError` for empty or oversized key material,
-    an oversized ``info``, or a recipient that is not a valid uncompressed P-256 point.
+    given again to :func:`unwrap_key_hpke`. Raises :class:`UsageError` for empty or oversized key material or
+    an oversized ``info``, and :class:`InvalidKey` for a recipient that is not a valid uncompressed P-256 point.
     """
     _check_material(key_material)
     _check_info(info)

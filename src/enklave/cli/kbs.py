@@ -1,0 +1,210 @@
+"""``enklave kbs``: run the key broker service, and manage and release its keys over HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import uvicorn
+
+from enklave._home import data_home, write_atomic
+from enklave.cli._io import read_file
+from enklave.errors import BadDataError, UsageError
+from enklave.services.kbs.app import create_app
+from enklave.services.kbs.client import KbsClient
+from enklave.services.kbs.service import Authority, KbsConfig, KeyBrokerService
+from enklave.services.storage import open_storage
+
+__all__ = ["kbs"]
+
+_MAX_TOKEN_FILE = 4096
+_MAX_POLICY_FILE = 64 << 10
+_MAX_JWKS_FILE = 256 << 10
+_MAX_ATTESTATION_TOKEN = 256 << 10
+
+
+@click.group("kbs")
+def kbs() -> None:
+    """The key broker service: secure key release to attested enclaves (Azure Key Vault's shape, 7.4).
+
+    Keys are created inside the broker's enclave and released only wrapped to an attested enclave's public key.
+    """
+
+
+def _admin_token(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    token = read_file(str(path), what="the admin token file", limit=_MAX_TOKEN_FILE).decode("utf-8").strip()
+    if len(token) < 16:
+        raise UsageError(f"the admin token in {path} must be at least 16 characters")
+    return token
+
+
+def _authority(value: str) -> Authority:
+    issuer, sep, source = value.partition("=")
+    if not sep or not issuer or not source:
+        raise UsageError("--authority is ISSUER=JWKS_URL or ISSUER=JWKS_FILE")
+    if source.startswith(("http://", "https://")):
+        return Authority(issuer, jwks_url=source)
+    try:
+        jwks = json.loads(read_file(source, what="the JWKS file", limit=_MAX_JWKS_FILE))
+    except ValueError as exc:
+        raise BadDataError(f"the JWKS file {source} is not JSON") from exc
+    if not isinstance(jwks, dict):
+        raise BadDataError(f"the JWKS file {source} does not hold a JSON object")
+    return Authority(issuer, jwks=jwks)
+
+
+@kbs.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8444, show_default=True, type=click.IntRange(0, 65535), help="TCP port.")
+@click.option(
+    "--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Data directory (default: $ENKLAVE_HOME/kbs).",
+)  # fmt: skip
+@click.option(
+    "--storage", "storage_url", default=None,
+    help="sqlite:///abs/path.db (default: state.db in the data directory) or postgresql://...",
+)  # fmt: skip
+@click.option(
+    "--mode", type=click.Choice(["sim", "sgx", "auto"]), default="auto", show_default=True,
+    help="Run the broker's enclave in simulation, on SGX, or on SGX when present.",
+)  # fmt: skip
+@click.option(
+    "--authority", "authorities", multiple=True, metavar="ISSUER=JWKS_URL|JWKS_FILE",
+    help="A trusted attestation authority (repeatable); a URL is fetched on first start and pinned.",
+)  # fmt: skip
+@click.option("--repin", is_flag=True, help="Fetch the authorities' JWKS again instead of the pinned keys.")
+@click.option(
+    "--admin-token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+    help="File holding the bearer token that key management needs (none: management disabled).",
+)  # fmt: skip
+@click.option(
+    "--certfile", type=click.Path(dir_okay=False, exists=True), default=None, help="TLS certificate (PEM)."
+)
+@click.option(
+    "--keyfile", type=click.Path(dir_okay=False, exists=True), default=None, help="TLS private key (PEM)."
+)
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    storage_url: str | None,
+    mode: str,
+    authorities: tuple[str, ...],
+    repin: bool,
+    admin_token_file: Path | None,
+    certfile: str | None,
+    keyfile: str | None,
+) -> None:
+    """Serve the key broker (plain HTTP on loopback by default; TLS with --certfile/--keyfile)."""
+    if (certfile is None) != (keyfile is None):
+        raise UsageError("--certfile and --keyfile go together")
+    home = data_home()
+    data = data_dir if data_dir is not None else home / "kbs"
+    config = KbsConfig(
+        data_dir=data,
+        authorities=tuple(_authority(value) for value in authorities),
+        admin_token=_admin_token(admin_token_file),
+        repin=repin,
+        mode=mode,
+        home=home,
+    )
+    data.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(storage_url or f"sqlite:///{(data / 'state.db').resolve()}")
+    service = KeyBrokerService(config, storage)
+    try:
+        # Start before serving, so that an enclave, JWKS or storage failure is one line and an exit code.
+        service.start()
+        click.echo(f"key broker: trusting {', '.join(service.pinned) or 'no authority'}", err=True)
+        uvicorn.run(
+            create_app(service), host=host, port=port, ssl_certfile=certfile, ssl_keyfile=keyfile,
+            log_level="info",
+        )  # fmt: skip
+    finally:
+        service.close()
+        storage.close()
+
+
+@kbs.group("key")
+@click.option("--url", default="http://127.0.0.1:8444", show_default=True, help="The key broker's base URL.")
+@click.option(
+    "--admin-token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+    help="File holding the admin bearer token (create, list, show).",
+)  # fmt: skip
+@click.pass_context
+def key(ctx: click.Context, url: str, admin_token_file: Path | None) -> None:
+    """Manage and release the broker's keys over HTTP."""
+    ctx.obj = KbsClient(url, admin_token=_admin_token(admin_token_file))
+    ctx.call_on_close(ctx.obj.close)
+
+
+def _echo(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2, sort_keys=True))
+
+
+@key.command("create")
+@click.argument("name")
+@click.option("--type", "kty", type=click.Choice(["aes", "rsa", "ec"]), required=True, help="Key type.")
+@click.option("--size", type=click.Choice(["2048", "3072", "4096"]), default=None, help="RSA modulus bits.")
+@click.option("--curve", type=click.Choice(["P-256", "P-384"]), default=None, help="EC curve.")
+@click.option(
+    "--policy", "policy_file", type=click.Path(dir_okay=False, exists=True), required=True,
+    help="The release policy (Azure Key Vault's secure key release JSON).",
+)  # fmt: skip
+@click.pass_obj
+def create(
+    client: KbsClient, name: str, kty: str, size: str | None, curve: str | None, policy_file: str
+) -> None:
+    """Create key NAME inside the broker's enclave and print its metadata."""
+    try:
+        policy = json.loads(read_file(policy_file, what="the policy file", limit=_MAX_POLICY_FILE))
+    except ValueError as exc:
+        raise BadDataError(f"the policy file {policy_file} is not JSON") from exc
+    if not isinstance(policy, dict):
+        raise BadDataError(f"the policy file {policy_file} does not hold a JSON object")
+    if (size is not None and kty != "rsa") or (curve is not None and kty != "ec"):
+        raise UsageError("--size is for rsa keys and --curve for ec keys")
+    kind = {"aes": "oct", "rsa": "RSA", "ec": "EC"}[kty]
+    _echo(client.create_key(name, kind, policy, key_size=int(size) if size else None, crv=curve))
+
+
+@key.command("list")
+@click.pass_obj
+def list_keys(client: KbsClient) -> None:
+    """List the keys (metadata and public keys only)."""
+    _echo(client.list_keys())
+
+
+@key.command("show")
+@click.argument("name")
+@click.pass_obj
+def show(client: KbsClient, name: str) -> None:
+    """Show key NAME: metadata, public key of an asymmetric key, release policy."""
+    _echo(client.get_key(name))
+
+
+@key.command("release")
+@click.argument("name")
+@click.option(
+    "--token", "token_file", type=click.Path(dir_okay=False, exists=True), required=True,
+    help="File holding the attestation token (its x-ms-runtime claim names the enclave's public key).",
+)  # fmt: skip
+@click.option("--nonce", default=None, help="The nonce the token must carry.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+    help="Where to write the wrapped key (compact JWE, owner-only).",
+)  # fmt: skip
+@click.pass_obj
+def release(client: KbsClient, name: str, token_file: str, nonce: str | None, out: Path) -> None:
+    """Release key NAME to the enclave the token describes; writes the JWE that wraps it."""
+    token = read_file(token_file, what="the token file", limit=_MAX_ATTESTATION_TOKEN)
+    try:
+        text = token.decode("ascii").strip()
+    except UnicodeDecodeError as exc:
+        raise BadDataError(f"the token file {token_file} is not ASCII") from exc
+    wrapped = client.release(name, text, nonce=nonce)
+    write_atomic(out, wrapped.encode("ascii") + b"\n", mode=0o600)
+    click.echo(f"wrote the wrapped key {name} to {out}", err=True)
