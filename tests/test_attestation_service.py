@@ -14,9 +14,10 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -50,10 +51,16 @@ from enklave.services.attestation.service import (
     AttestationService,
     ServiceConfig,
 )
-from enklave.services.storage import SQLiteStorage
+from enklave.services.storage import SQLiteStorage, Storage, open_storage
 from enklave.sgx.oe import wrap_quote_legacy
 from enklave.sgx.quote import Quote
 from enklave.sgx.report import ReportBody
+
+if TYPE_CHECKING:
+    from postgres_server import RunningPostgres
+
+# The session's PostgreSQL server and its per-test databases, shared with tests/test_storage.py.
+pytest_plugins = ["postgres_server"]
 
 with warnings.catch_warnings():
     # Starlette's TestClient prefers the httpx2 package and warns with httpx, which is what enklave depends on.
@@ -337,14 +344,29 @@ def test_a_policy_that_does_not_parse_is_refused_with_its_position(http: TestCli
 
 def test_restart_keeps_the_signing_key_and_the_policies(home: Path, quote: bytes) -> None:
     db_path = home / "restart.db"
-    config = _config(home, "restart", allow_simulated=True, admin_token=ADMIN)
-    db = SQLiteStorage(db_path)
+    _check_restart(
+        _config(home, "restart", allow_simulated=True, admin_token=ADMIN),
+        lambda: SQLiteStorage(db_path),
+        quote,
+    )
+
+
+def test_restart_on_postgresql_keeps_the_signing_key_and_the_policies(
+    home: Path, quote: bytes, postgres_server: RunningPostgres, postgres_database: str
+) -> None:
+    config = _config(home, "restart-pg", allow_simulated=True, admin_token=ADMIN)
+    url = postgres_server.url(postgres_database)
+    _check_restart(config, lambda: open_storage(url), quote)
+
+
+def _check_restart(config: ServiceConfig, open_db: Callable[[], Storage], quote: bytes) -> None:
+    db = open_db()
     with AttestationService(config, db) as first:
         kid = first.kid
         response = first.set_policy("SgxEnclave", ISSUE_CUSTOM.encode(), f"Bearer {ADMIN}")
         assert response.status == 200
     db.close()
-    db = SQLiteStorage(db_path)
+    db = open_db()
     try:
         with AttestationService(config, db) as second:
             assert second.kid == kid

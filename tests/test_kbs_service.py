@@ -9,6 +9,7 @@ data of a simulated quote, gets an MAA token, and asks the KBS to release keys t
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import socket
@@ -18,7 +19,7 @@ import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import uvicorn
@@ -44,8 +45,14 @@ from enklave.services.kbs.audit import AUDIT_LOG
 from enklave.services.kbs.client import KbsClient
 from enklave.services.kbs.keys import KeyRecord
 from enklave.services.kbs.service import KEY_NAMESPACE, Authority, KbsConfig, KeyBrokerService
-from enklave.services.storage import SQLiteStorage
+from enklave.services.storage import SQLiteStorage, open_storage
 from enklave.sgx.report import ReportBody
+
+if TYPE_CHECKING:
+    from postgres_server import RunningPostgres
+
+# The session's PostgreSQL server and its per-test databases, shared with tests/test_storage.py.
+pytest_plugins = ["postgres_server"]
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -437,6 +444,38 @@ def test_restart_keeps_keys_and_pinned_authorities(
     finally:
         storage.close()
     assert unwrap_key(after, rsa_enclave[1]) == before
+
+
+def test_restart_on_postgresql_keeps_keys(
+    home: Path,
+    maa_url: str,
+    clock: Clock,
+    rsa_token: str,
+    rsa_enclave: Any,
+    postgres_server: RunningPostgres,
+    postgres_database: str,
+) -> None:
+    config = dataclasses.replace(_kbs_config(home, maa_url, clock), data_dir=home / "kbs-pg")
+    storage = open_storage(postgres_server.url(postgres_database))
+    try:
+        with KeyBrokerService(config, storage) as first, TestClient(create_app(first), base_url=KBS) as http:
+            KbsClient(KBS, admin_token=ADMIN, client=http).create_key("pg-key", "oct", policy())
+            before = unwrap_key(KbsClient(KBS, client=http).release("pg-key", rsa_token), rsa_enclave[1])
+    finally:
+        storage.close()
+    # A second broker on the same database (a restart, or a replica), with the JWKS URL dead: pinned keys serve.
+    restarted = dataclasses.replace(_kbs_config(home, "http://127.0.0.1:9", clock), data_dir=home / "kbs-pg")
+    storage = open_storage(postgres_server.url(postgres_database))
+    try:
+        with (
+            KeyBrokerService(restarted, storage) as second,
+            TestClient(create_app(second), base_url=KBS) as http,
+        ):
+            after = unwrap_key(KbsClient(KBS, client=http).release("pg-key", rsa_token), rsa_enclave[1])
+    finally:
+        storage.close()
+    assert len(before) == 32
+    assert after == before
 
 
 # -- malformed requests --------------------------------------------------------------------------------------
