@@ -383,6 +383,16 @@ def _check_restart(config: ServiceConfig, open_db: Callable[[], Storage], quote:
 # -- the service's own evidence -------------------------------------------------------------------------------
 
 
+def test_accepting_simulated_evidence_is_part_of_the_service_enclaves_measurement(
+    service: AttestationService, strict_service: tuple[AttestationService, TestClient]
+) -> None:
+    # The setting is a measured file of the bundle, not a launch-time switch of the host: the two services'
+    # own quotes show two MRENCLAVEs, so a relying party pinning the strict one cannot be served by the other.
+    lenient = Quote.from_bytes(service.quote).body.mr_enclave
+    strict = Quote.from_bytes(strict_service[0].quote).body.mr_enclave
+    assert lenient != strict
+
+
 def test_the_signing_certificate_carries_a_quote_that_binds_its_key(
     service: AttestationService, client: AttestationClient, home: Path
 ) -> None:

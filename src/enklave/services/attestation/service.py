@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import tempfile
 import threading
@@ -76,7 +75,6 @@ from enklave.sgx.oe import unwrap_evidence
 from enklave.sgx.quote import Quote
 
 __all__ = [
-    "ALLOW_SIMULATED_ENV",
     "API_VERSION",
     "POLICY_NAMESPACE",
     "SERVICE_QUOTE_OID",
@@ -93,12 +91,11 @@ SERVICE_QUOTE_OID = x509.ObjectIdentifier("2.25.62700995316416914379449823944621
 """The extension of the service's signing certificate that holds the service enclave's raw SGX quote; the
 quote's report data starts with SHA-256 of the certificate's SubjectPublicKeyInfo. (A UUID OID, ITU-T X.667;
 the enclave declares the same value.)"""
-ALLOW_SIMULATED_ENV = "ENKLAVE_MAA_ALLOW_SIMULATED"
-"""The environment variable, passed to the enclave at launch, that lets it trust the simulated root."""
 POLICY_NAMESPACE = "policies"
 STATE_NAMESPACE = "enclave-state"
 _STATE_KEY = "sealed"
 _ENCLAVE_FILES = ("enklave.toml", "enclave.py")
+_SETTINGS_FILE = "settings.json"
 _BUNDLE_NAME = "attestation-service.enclave"
 _SIGNING_KEY_NAME = "enclave-signing-key.pem"
 _MAX_POLICY_BODY = 512 << 10
@@ -179,6 +176,9 @@ def _bundle(config: ServiceConfig) -> Path:
         source = Path(tmp)
         for name in _ENCLAVE_FILES:
             (source / name).write_bytes((package / name).read_bytes())
+        # Measured with the code: whether this service's enclave trusts the simulated root.
+        settings = {"allow_simulated": config.allow_simulated}
+        (source / _SETTINGS_FILE).write_text(json.dumps(settings, sort_keys=True) + "\n", "utf-8")
         bundle = sign_bundle(source / CONFIG_FILENAME, key)
     path = config.data_dir / "enclave" / _BUNDLE_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -223,14 +223,10 @@ class AttestationService:
     def start(self) -> None:
         """Sign and load the enclave, and unseal (or create) the token signing key."""
         path = _bundle(self.config)
-        environ = {name: value for name, value in os.environ.items() if name != ALLOW_SIMULATED_ENV}
-        if self.config.allow_simulated:
-            environ[ALLOW_SIMULATED_ENV] = "1"
         enclave = host.load(
             path,
             mode=self.config.mode,
             home=self.config.home,
-            environ=environ,
             timeout=self.config.ecall_timeout,
         )
         try:

@@ -15,8 +15,8 @@ Ecalls:
 * ``attest(request_json, attestation_type, policy_text, collateral_json, now)``: returns JSON, either
   ``{"token": jwt}`` or ``{"error": {"status", "code", "message"}}`` for evidence or requests that are refused.
 
-Whether simulated evidence is accepted is launch-time configuration (the ``ENKLAVE_MAA_ALLOW_SIMULATED``
-environment variable, read at ``init``), never a per-request choice.
+Whether simulated evidence is accepted is part of the enclave's measurement (``settings.json`` in the bundle),
+never a per-request choice and never something the host can switch at launch.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ from enklave.sgx.oe import unwrap_evidence
 SERVICE_QUOTE_OID = x509.ObjectIdentifier("2.25.62700995316416914379449823944621140356")
 """The certificate extension holding the service enclave's raw SGX quote (a UUID OID, ITU-T X.667)."""
 
-ALLOW_SIMULATED_ENV = "ENKLAVE_MAA_ALLOW_SIMULATED"
+SETTINGS_FILE = "settings.json"
 _STATE_AAD = b"enklave attestation service state v1"
 _STATE_VERSION = 1
 _KEY_BITS = 3072
@@ -126,7 +126,8 @@ _policies: OrderedDict[bytes, Policy] = OrderedDict()
 
 def _roots() -> list[TrustedRoot]:
     roots = [intel_sgx_root()]
-    if os.environ.get(ALLOW_SIMULATED_ENV) == "1":
+    settings = json.loads(enclave.bundle_file(SETTINGS_FILE))
+    if settings.get("allow_simulated") is True:
         # The simulated platform's root is public data in the data directory; evidence it vouches for is marked
         # simulated by the verifier and says so in every token.
         home = os.environ.get("ENKLAVE_HOME")
