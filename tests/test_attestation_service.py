@@ -10,9 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import socket
-import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -21,7 +18,6 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
@@ -55,6 +51,7 @@ from enklave.services.storage import SQLiteStorage, Storage, open_storage
 from enklave.sgx.oe import wrap_quote_legacy
 from enklave.sgx.quote import Quote
 from enklave.sgx.report import ReportBody
+from service_fixtures import enklave_home, serving
 
 if TYPE_CHECKING:
     from postgres_server import RunningPostgres
@@ -95,10 +92,7 @@ def header_of(token: str) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("maa-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ENKLAVE_HOME", str(path))
-        yield path
+    yield from enklave_home(tmp_path_factory, "maa-home")
 
 
 @pytest.fixture(scope="module")
@@ -178,23 +172,8 @@ def _verifier(service: AttestationService) -> TokenVerifier:
 @pytest.fixture(scope="module")
 def loopback(service: AttestationService) -> Iterator[str]:
     """The same service over uvicorn on an ephemeral port of 127.0.0.1 (its issuer stays BASE)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="maa", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the loopback attestation service did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serving(create_app(service), "attestation service") as url:
+        yield url
 
 
 def test_attest_a_simulated_quote_over_http_and_verify_the_token(

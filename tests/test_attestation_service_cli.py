@@ -83,3 +83,17 @@ def test_serve_refuses_a_short_admin_token(tmp_path: Path, monkeypatch: pytest.M
     token_file = tmp_path / "admin.token"
     token_file.write_text("short")
     assert main(["attestation-service", "serve", "--admin-token-file", str(token_file)]) == 2
+
+
+@pytest.mark.parametrize("command", ["attestation-service", "kbs"])
+def test_serve_refuses_a_token_file_that_is_not_utf8_or_too_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.setenv("ENKLAVE_HOME", str(tmp_path))
+    binary, large = tmp_path / "binary.token", tmp_path / "large.token"
+    binary.write_bytes(b"\xff" * 32)
+    large.write_text("a" * 5000)
+    # Both services read the admin token the same way: bad input (3), a usage error (2), before any start.
+    assert main([command, "serve", "--admin-token-file", str(binary)]) == 3
+    assert main([command, "serve", "--admin-token-file", str(large)]) == 2
+    assert not (tmp_path / ("kbs" if command == "kbs" else "attestation-service")).exists()

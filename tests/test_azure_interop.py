@@ -21,8 +21,6 @@ import base64
 import hashlib
 import ipaddress
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline import PipelineRequest
@@ -55,6 +52,7 @@ from enklave.services.attestation.service import AttestationService, ServiceConf
 from enklave.services.storage import SQLiteStorage
 from enklave.sgx.oe import wrap_quote_legacy
 from enklave.sgx.report import ReportBody
+from service_fixtures import enklave_home, loopback_socket, serving
 
 MR_ENCLAVE = b"\x31" * 32
 MR_SIGNER = b"\x42" * 32
@@ -171,10 +169,7 @@ def _write_tls(directory: Path) -> tuple[Path, Path, Path]:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("azure-interop")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ENKLAVE_HOME", str(path))
-        yield path
+    yield from enklave_home(tmp_path_factory, "azure-interop")
 
 
 @pytest.fixture(scope="module")
@@ -186,8 +181,7 @@ def platform(home: Path) -> SimulatedPlatform:
 def endpoint(home: Path) -> Iterator[Endpoint]:
     """The service over HTTPS on 127.0.0.1; its issuer is the URL the SDK is given."""
     ca, cert, key = _write_tls(home)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    sock = loopback_socket()
     url = f"https://127.0.0.1:{sock.getsockname()[1]}"
     storage = SQLiteStorage(home / "maa.db")
     config = ServiceConfig(
@@ -195,27 +189,11 @@ def endpoint(home: Path) -> Iterator[Endpoint]:
     )
     try:
         with AttestationService(config, storage) as service:
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    create_app(service),
-                    log_level="warning",
-                    lifespan="off",
-                    ssl_certfile=str(cert),
-                    ssl_keyfile=str(key),
-                )
-            )
-            thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-            thread.start()
-            try:
-                deadline = time.monotonic() + 10
-                while not server.started:
-                    if time.monotonic() > deadline or not thread.is_alive():
-                        pytest.fail("the HTTPS attestation service did not start")
-                    time.sleep(0.02)
+            app = create_app(service)
+            options = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+            with serving(app, "HTTPS attestation service", sock=sock, scheme="https", **options) as served:
+                assert served == url
                 yield Endpoint(url, ca, service)
-            finally:
-                server.should_exit = True
-                thread.join(10)
     finally:
         sock.close()
         storage.close()

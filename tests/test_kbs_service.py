@@ -12,9 +12,6 @@ import base64
 import dataclasses
 import hashlib
 import json
-import socket
-import threading
-import time
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -47,6 +43,7 @@ from enklave.services.kbs.keys import KeyRecord
 from enklave.services.kbs.service import KEY_NAMESPACE, Authority, KbsConfig, KeyBrokerService
 from enklave.services.storage import SQLiteStorage, open_storage
 from enklave.sgx.report import ReportBody
+from service_fixtures import enklave_home, serving
 
 if TYPE_CHECKING:
     from postgres_server import RunningPostgres
@@ -106,10 +103,7 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("kbs-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ENKLAVE_HOME", str(path))
-        yield path
+    yield from enklave_home(tmp_path_factory, "kbs-home")
 
 
 @pytest.fixture(scope="module")
@@ -127,23 +121,8 @@ def maa(home: Path) -> Iterator[AttestationService]:
 
 
 def _serve(app: Any, name: str) -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail(f"the loopback {name} did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serving(app, name) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

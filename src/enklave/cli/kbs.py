@@ -7,19 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import click
-import uvicorn
 
-from enklave._home import data_home, write_atomic
+from enklave._home import write_atomic
 from enklave.cli._io import read_file
+from enklave.cli._serve import ServeOptions, read_admin_token, serve_options
+from enklave.cli._serve import serve as serve_service
 from enklave.errors import BadDataError, UsageError
 from enklave.services.kbs.app import create_app
 from enklave.services.kbs.client import KbsClient
 from enklave.services.kbs.service import Authority, KbsConfig, KeyBrokerService
-from enklave.services.storage import open_storage
 
 __all__ = ["kbs"]
 
-_MAX_TOKEN_FILE = 4096
 _MAX_POLICY_FILE = 64 << 10
 _MAX_JWKS_FILE = 256 << 10
 _MAX_ATTESTATION_TOKEN = 256 << 10
@@ -31,15 +30,6 @@ def kbs() -> None:
 
     Keys are created inside the broker's enclave and released only wrapped to an attested enclave's public key.
     """
-
-
-def _admin_token(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    token = read_file(str(path), what="the admin token file", limit=_MAX_TOKEN_FILE).decode("utf-8").strip()
-    if len(token) < 16:
-        raise UsageError(f"the admin token in {path} must be at least 16 characters")
-    return token
 
 
 def _authority(value: str) -> Authority:
@@ -58,74 +48,33 @@ def _authority(value: str) -> Authority:
 
 
 @kbs.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8444, show_default=True, type=click.IntRange(0, 65535), help="TCP port.")
-@click.option(
-    "--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Data directory (default: $ENKLAVE_HOME/kbs).",
-)  # fmt: skip
-@click.option(
-    "--storage", "storage_url", default=None,
-    help="sqlite:///abs/path.db (default: state.db in the data directory) or postgresql://...",
-)  # fmt: skip
-@click.option(
-    "--mode", type=click.Choice(["sim", "sgx", "auto"]), default="auto", show_default=True,
-    help="Run the broker's enclave in simulation, on SGX, or on SGX when present.",
-)  # fmt: skip
+@serve_options(
+    port=8444,
+    data="kbs",
+    mode_help="Run the broker's enclave in simulation, on SGX, or on SGX when present.",
+    admin_help="File holding the bearer token that key management needs (none: management disabled).",
+)
 @click.option(
     "--authority", "authorities", multiple=True, metavar="ISSUER=JWKS_URL|JWKS_FILE",
     help="A trusted attestation authority (repeatable); a URL is fetched on first start and pinned.",
 )  # fmt: skip
 @click.option("--repin", is_flag=True, help="Fetch the authorities' JWKS again instead of the pinned keys.")
-@click.option(
-    "--admin-token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-    help="File holding the bearer token that key management needs (none: management disabled).",
-)  # fmt: skip
-@click.option(
-    "--certfile", type=click.Path(dir_okay=False, exists=True), default=None, help="TLS certificate (PEM)."
-)
-@click.option(
-    "--keyfile", type=click.Path(dir_okay=False, exists=True), default=None, help="TLS private key (PEM)."
-)
-def serve(
-    host: str,
-    port: int,
-    data_dir: Path | None,
-    storage_url: str | None,
-    mode: str,
-    authorities: tuple[str, ...],
-    repin: bool,
-    admin_token_file: Path | None,
-    certfile: str | None,
-    keyfile: str | None,
-) -> None:
+def serve(options: ServeOptions, authorities: tuple[str, ...], repin: bool) -> None:
     """Serve the key broker (plain HTTP on loopback by default; TLS with --certfile/--keyfile)."""
-    if (certfile is None) != (keyfile is None):
-        raise UsageError("--certfile and --keyfile go together")
-    home = data_home()
-    data = data_dir if data_dir is not None else home / "kbs"
     config = KbsConfig(
-        data_dir=data,
+        data_dir=options.data,
         authorities=tuple(_authority(value) for value in authorities),
-        admin_token=_admin_token(admin_token_file),
+        admin_token=options.admin_token(),
         repin=repin,
-        mode=mode,
-        home=home,
+        mode=options.mode,
+        home=options.home,
     )
-    data.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(storage_url or f"sqlite:///{(data / 'state.db').resolve()}")
-    service = KeyBrokerService(config, storage)
-    try:
-        # Start before serving, so that an enclave, JWKS or storage failure is one line and an exit code.
-        service.start()
-        click.echo(f"key broker: trusting {', '.join(service.pinned) or 'no authority'}", err=True)
-        uvicorn.run(
-            create_app(service), host=host, port=port, ssl_certfile=certfile, ssl_keyfile=keyfile,
-            log_level="info",
-        )  # fmt: skip
-    finally:
-        service.close()
-        storage.close()
+    serve_service(
+        options,
+        lambda storage: KeyBrokerService(config, storage),
+        create_app,
+        lambda service: f"key broker: trusting {', '.join(service.pinned) or 'no authority'}",
+    )
 
 
 @kbs.group("key")
@@ -137,7 +86,7 @@ def serve(
 @click.pass_context
 def key(ctx: click.Context, url: str, admin_token_file: Path | None) -> None:
     """Manage and release the broker's keys over HTTP."""
-    ctx.obj = KbsClient(url, admin_token=_admin_token(admin_token_file))
+    ctx.obj = KbsClient(url, admin_token=read_admin_token(admin_token_file))
     ctx.call_on_close(ctx.obj.close)
 
 

@@ -26,7 +26,6 @@ import httpx
 from cryptography import x509
 
 from enklave.attestation._jwks import b64url_decode, b64url_encode, load_json_object
-from enklave.attestation._transport import printable
 from enklave.errors import (
     BadDataError,
     BindingError,
@@ -35,10 +34,10 @@ from enklave.errors import (
     InvalidQuote,
     InvalidToken,
     PolicyError,
-    TransportError,
     UsageError,
     VerificationError,
 )
+from enklave.services._client import answer_error, open_http, request_json
 from enklave.services.attestation.policy import policy_text_from_jws, unsigned_policy_jws
 
 __all__ = ["API_VERSION", "MAX_RESPONSE_SIZE", "AttestationClient"]
@@ -73,6 +72,10 @@ def _data(data: bytes | None, document: Mapping[str, Any] | None, what: str) -> 
     return None
 
 
+def _error(status: int, code: str, text: str) -> EnklaveError:
+    return answer_error(status, code, text, _ERRORS_BY_CODE)
+
+
 def _claims(token: str) -> dict[str, Any]:
     parts = token.split(".")
     if len(parts) != 3:
@@ -96,13 +99,7 @@ class AttestationClient:
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
     ) -> None:
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise UsageError("base_url must be an http(s) URL")
-        if client is not None and transport is not None:
-            raise UsageError("give client or transport, not both")
-        self.base_url = base_url.rstrip("/")
-        self._owned = client is None
-        self._client = client if client is not None else httpx.Client(transport=transport, timeout=timeout)
+        self.base_url, self._client, self._owned = open_http(base_url, client, transport, timeout)
 
     def close(self) -> None:
         """Close the HTTP client if this object made it."""
@@ -127,44 +124,18 @@ class AttestationClient:
         headers: Mapping[str, str] | None = None,
         versioned: bool = True,
     ) -> dict[str, Any]:
-        url = f"{self.base_url}{path}"
-        params = {"api-version": API_VERSION} if versioned else None
-        try:
-            with self._client.stream(
-                method, url, params=params, json=json_body, content=content, headers=headers
-            ) as response:
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_RESPONSE_SIZE:
-                        raise BadDataError(
-                            f"{method} {path}: the answer is larger than {MAX_RESPONSE_SIZE} bytes"
-                        )
-                status = response.status_code
-        except httpx.HTTPError as exc:
-            raise TransportError(f"{method} {path} failed: {type(exc).__name__}") from exc
-        document: dict[str, Any] | None
-        try:
-            document = load_json_object(bytes(body), "the answer")
-        except BadDataError:
-            document = None
-        if status >= 400:
-            raise self._error(method, path, status, document)
-        if document is None:
-            raise BadDataError(f"{method} {path}: the answer is not a JSON object")
-        return document
-
-    @staticmethod
-    def _error(method: str, path: str, status: int, document: dict[str, Any] | None) -> EnklaveError:
-        error = document.get("error") if document is not None else None
-        code = str(error.get("code", "")) if isinstance(error, dict) else ""
-        message = str(error.get("message", "")) if isinstance(error, dict) else ""
-        text = f"{method} {path}: HTTP {status} {printable(code)}: {printable(message)}"
-        if status >= 500:
-            return TransportError(text)
-        if status in (401, 403):
-            return UsageError(text)
-        return _ERRORS_BY_CODE.get(code, BadDataError)(text)
+        return request_json(
+            self._client,
+            method,
+            f"{self.base_url}{path}",
+            path,
+            limit=MAX_RESPONSE_SIZE,
+            error=_error,
+            params={"api-version": API_VERSION} if versioned else None,
+            json_body=json_body,
+            content=content,
+            headers=headers,
+        )
 
     # -- attestation -------------------------------------------------------------------------------------
 

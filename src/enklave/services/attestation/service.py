@@ -19,17 +19,13 @@ bug in the service becomes a 500.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import re
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +51,11 @@ from enklave.errors import (
     InvalidPolicy,
     InvalidQuote,
     PlatformError,
-    TransportError,
     UsageError,
 )
 from enklave.platform.simulated import SimulatedCollateralSource
-from enklave.runtime.bundle import sign_bundle, write_bundle
-from enklave.runtime.config import CONFIG_FILENAME
-from enklave.runtime.signing import load_or_create_signing_key
+from enklave.services._enclave_app import sign_packaged_enclave, start_sealed
+from enklave.services._response import ServiceResponse, check_admin, storage_failure
 from enklave.services.attestation.policy import (
     DEFAULT_POLICIES,
     parse_policy,
@@ -94,29 +88,14 @@ the enclave declares the same value.)"""
 POLICY_NAMESPACE = "policies"
 STATE_NAMESPACE = "enclave-state"
 _STATE_KEY = "sealed"
-_ENCLAVE_FILES = ("enklave.toml", "enclave.py")
 _SETTINGS_FILE = "settings.json"
 _BUNDLE_NAME = "attestation-service.enclave"
-_SIGNING_KEY_NAME = "enclave-signing-key.pem"
 _MAX_POLICY_BODY = 512 << 10
 _COLLATERAL_JSON_CACHE = 16
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 _WRONG_TYPE = "the attestation type must be SgxEnclave or OpenEnclave"
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceResponse:
-    """What the service answers: an HTTP status and a JSON body (``{"error": {"code", "message"}}`` for 4xx)."""
-
-    status: int
-    body: dict[str, Any]
-
-    @classmethod
-    def error(cls, status: int, code: str, message: str) -> ServiceResponse:
-        """An error answer; ``message`` must not hold secrets (it goes to the client)."""
-        return cls(status, {"error": {"code": code, "message": message}})
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,28 +148,14 @@ class _FirstOf(CollateralSource):
 
 def _bundle(config: ServiceConfig) -> Path:
     """Sign the packaged enclave into ``data_dir`` with the key kept there (the same MRSIGNER every start)."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    key, _created = load_or_create_signing_key(config.data_dir / _SIGNING_KEY_NAME)
-    package = resources.files("enklave.services.attestation") / "enclave_app"
-    with tempfile.TemporaryDirectory(prefix="enklave-maa-") as tmp:
-        source = Path(tmp)
-        for name in _ENCLAVE_FILES:
-            (source / name).write_bytes((package / name).read_bytes())
-        # Measured with the code: whether this service's enclave trusts the simulated root.
-        settings = {"allow_simulated": config.allow_simulated}
-        (source / _SETTINGS_FILE).write_text(json.dumps(settings, sort_keys=True) + "\n", "utf-8")
-        bundle = sign_bundle(source / CONFIG_FILENAME, key)
-    path = config.data_dir / "enclave" / _BUNDLE_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_bundle(bundle, path)
-    return path
-
-
-def _bearer(authorization: str | None) -> str | None:
-    if authorization is None:
-        return None
-    scheme, _, credential = authorization.partition(" ")
-    return credential.strip() if scheme.lower() == "bearer" and credential.strip() else None
+    # Measured with the code: whether this service's enclave trusts the simulated root.
+    settings = json.dumps({"allow_simulated": config.allow_simulated}, sort_keys=True) + "\n"
+    return sign_packaged_enclave(
+        config.data_dir,
+        "enklave.services.attestation",
+        _BUNDLE_NAME,
+        extra_files={_SETTINGS_FILE: settings.encode("utf-8")},
+    )
 
 
 class AttestationService:
@@ -222,24 +187,22 @@ class AttestationService:
 
     def start(self) -> None:
         """Sign and load the enclave, and unseal (or create) the token signing key."""
-        path = _bundle(self.config)
-        enclave = host.load(
-            path,
-            mode=self.config.mode,
-            home=self.config.home,
-            timeout=self.config.ecall_timeout,
-        )
-        try:
-            sealed = self.storage.get(STATE_NAMESPACE, _STATE_KEY)
+
+        def init(
+            enclave: host.Enclave, sealed: bytes | None
+        ) -> tuple[bytes, tuple[x509.Certificate, bytes, dict[str, Any]]]:
             result = enclave.ecall.init(sealed, self.config.base_url)
-            if sealed is None or not hmac.compare_digest(sealed, result["sealed_state"]):
-                self.storage.put(STATE_NAMESPACE, _STATE_KEY, result["sealed_state"])
-            self._certificate = x509.load_der_x509_certificate(result["certificate"])
-            self._quote = result["quote"]
-            self._jwks = json.loads(result["jwks"])
-        except BaseException:
-            enclave.close()
-            raise
+            certificate = x509.load_der_x509_certificate(result["certificate"])
+            return result["sealed_state"], (certificate, result["quote"], json.loads(result["jwks"]))
+
+        enclave, (self._certificate, self._quote, self._jwks) = start_sealed(
+            _bundle(self.config),
+            self.config,
+            self.storage,
+            namespace=STATE_NAMESPACE,
+            key=_STATE_KEY,
+            init=init,
+        )
         self._enclave = enclave
 
     def close(self) -> None:
@@ -360,21 +323,12 @@ class AttestationService:
         return str(json.loads(stored)["text"])
 
     def _authorize(self, authorization: str | None) -> ServiceResponse | None:
-        expected = self.config.admin_token
-        if expected is None:
-            return ServiceResponse.error(
-                403, "PolicyManagementDisabled", "policy management is disabled: no admin token is configured"
-            )
-        presented = _bearer(authorization)
-        if presented is None:
-            return ServiceResponse.error(401, "Unauthorized", "policy management needs an admin bearer token")
-        # Hashing first gives compare_digest equal lengths, so the comparison leaks nothing about the length.
-        if not hmac.compare_digest(
-            hashlib.sha256(presented.encode("utf-8")).digest(),
-            hashlib.sha256(expected.encode("utf-8")).digest(),
-        ):
-            return ServiceResponse.error(403, "Forbidden", "the admin token is not valid")
-        return None
+        return check_admin(
+            self.config.admin_token,
+            authorization,
+            what="policy management",
+            disabled_code="PolicyManagementDisabled",
+        )
 
     def _policy_answer(self, claims: Mapping[str, Any]) -> ServiceResponse:
         answer = self._running().ecall.policy_token(json.dumps(dict(claims)))
@@ -444,9 +398,3 @@ class AttestationService:
             return ServiceResponse.error(400, "InvalidParameter", _WRONG_TYPE)
         self.storage.delete(POLICY_NAMESPACE, attestation_type)
         return self._policy_answer({"x-ms-policy-result": "Removed"})
-
-
-def storage_failure(exc: TransportError) -> ServiceResponse:
-    """The answer when storage fails: 503, without the database's message (it may name hosts or users)."""
-    log.error("storage failed: %s", exc)
-    return ServiceResponse.error(503, "ServiceUnavailable", "the service's storage is unavailable")

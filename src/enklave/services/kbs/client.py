@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from enklave.attestation._jwks import b64url_encode, load_json_object
-from enklave.attestation._transport import printable
-from enklave.errors import BadDataError, EnklaveError, PolicyError, TransportError, UsageError
+from enklave.attestation._jwks import b64url_encode
+from enklave.errors import BadDataError, EnklaveError, PolicyError
+from enklave.services._client import answer_error, open_http, request_json
 from enklave.services.kbs.keys import POLICY_CONTENT_TYPE
 from enklave.services.kbs.service import API_VERSION
 
@@ -45,14 +45,8 @@ class KbsClient:
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
     ) -> None:
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise UsageError("base_url must be an http(s) URL")
-        if client is not None and transport is not None:
-            raise UsageError("give client or transport, not both")
-        self.base_url = base_url.rstrip("/")
+        self.base_url, self._client, self._owned = open_http(base_url, client, transport, timeout)
         self._admin_token = admin_token
-        self._owned = client is None
-        self._client = client if client is not None else httpx.Client(transport=transport, timeout=timeout)
 
     def __repr__(self) -> str:
         # The admin token stays out of reprs and logs.
@@ -81,34 +75,17 @@ class KbsClient:
         headers = {}
         if admin and self._admin_token is not None:
             headers["Authorization"] = f"Bearer {self._admin_token}"
-        try:
-            with self._client.stream(
-                method,
-                f"{self.base_url}{path}",
-                params={"api-version": API_VERSION, **(query or {})},
-                json=json_body,
-                headers=headers,
-            ) as response:
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_RESPONSE_SIZE:
-                        raise BadDataError(
-                            f"{method} {path}: the answer is larger than {MAX_RESPONSE_SIZE} bytes"
-                        )
-                status = response.status_code
-        except httpx.HTTPError as exc:
-            raise TransportError(f"{method} {path} failed: {type(exc).__name__}") from exc
-        document: dict[str, Any] | None
-        try:
-            document = load_json_object(bytes(body), "the answer")
-        except BadDataError:
-            document = None
-        if status >= 400:
-            raise _error(method, path, status, document, release=not admin)
-        if document is None:
-            raise BadDataError(f"{method} {path}: the answer is not a JSON object")
-        return document
+        return request_json(
+            self._client,
+            method,
+            f"{self.base_url}{path}",
+            path,
+            limit=MAX_RESPONSE_SIZE,
+            error=_release_error if not admin else answer_error,
+            params={"api-version": API_VERSION, **(query or {})},
+            json_body=json_body,
+            headers=headers,
+        )
 
     def create_key(
         self,
@@ -173,17 +150,8 @@ def _policy_data(policy: Mapping[str, Any]) -> str:
     return b64url_encode(json.dumps(dict(policy), separators=(",", ":")).encode("utf-8"))
 
 
-def _error(
-    method: str, path: str, status: int, document: dict[str, Any] | None, *, release: bool
-) -> EnklaveError:
-    error = document.get("error") if document is not None else None
-    code = str(error.get("code", "")) if isinstance(error, dict) else ""
-    message = str(error.get("message", "")) if isinstance(error, dict) else ""
-    text = f"{method} {path}: HTTP {status} {printable(code)}: {printable(message)}"
-    if status >= 500:
-        return TransportError(text)
-    if release and status == 403:
+def _release_error(status: int, code: str, text: str) -> EnklaveError:
+    # A release is refused with 403 when the token or the key's policy does not allow it: a policy decision.
+    if status == 403:
         return PolicyError(text, field=code)
-    if status in (401, 403):
-        return UsageError(text)
-    return BadDataError(text)
+    return answer_error(status, code, text)

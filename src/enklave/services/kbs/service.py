@@ -21,14 +21,11 @@ never holds key material: storage keeps it encrypted under the KEK, which is sea
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +41,8 @@ from enklave.errors import (
     InvalidToken,
     UsageError,
 )
-from enklave.runtime.bundle import sign_bundle, write_bundle
-from enklave.runtime.config import CONFIG_FILENAME
-from enklave.runtime.signing import load_or_create_signing_key
-from enklave.services.attestation.service import ServiceResponse
+from enklave.services._enclave_app import sign_packaged_enclave, start_sealed
+from enklave.services._response import ServiceResponse, check_admin
 from enklave.services.kbs.audit import AUDIT_LOG, AuditRecord
 from enklave.services.kbs.keys import KeyRecord, KeySpec, check_key_name, key_view, policy_from_request
 from enklave.services.storage import Storage
@@ -68,9 +63,7 @@ KEY_NAMESPACE = "kbs-keys"
 AUTHORITY_NAMESPACE = "kbs-authorities"
 STATE_NAMESPACE = "kbs-enclave-state"
 _STATE_KEY = "sealed-kek"
-_ENCLAVE_FILES = ("enklave.toml", "enclave.py")
 _BUNDLE_NAME = "key-broker.enclave"
-_SIGNING_KEY_NAME = "enclave-signing-key.pem"
 _MAX_BODY = 256 << 10
 
 log = logging.getLogger(__name__)
@@ -118,29 +111,6 @@ class KbsConfig:
         issuers = [authority.issuer for authority in self.authorities]
         if len(set(issuers)) != len(issuers):
             raise UsageError("each authority issuer may be configured once")
-
-
-def _bundle(config: KbsConfig) -> Path:
-    """Sign the packaged enclave into ``data_dir`` with the key kept there (the same MRSIGNER every start)."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    key, _created = load_or_create_signing_key(config.data_dir / _SIGNING_KEY_NAME)
-    package = resources.files("enklave.services.kbs") / "enclave_app"
-    with tempfile.TemporaryDirectory(prefix="enklave-kbs-") as tmp:
-        source = Path(tmp)
-        for name in _ENCLAVE_FILES:
-            (source / name).write_bytes((package / name).read_bytes())
-        bundle = sign_bundle(source / CONFIG_FILENAME, key)
-    path = config.data_dir / "enclave" / _BUNDLE_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_bundle(bundle, path)
-    return path
-
-
-def _bearer(authorization: str | None) -> str | None:
-    if authorization is None:
-        return None
-    scheme, _, credential = authorization.partition(" ")
-    return credential.strip() if scheme.lower() == "bearer" and credential.strip() else None
 
 
 def _json_body(body: bytes) -> dict[str, Any]:
@@ -202,19 +172,15 @@ class KeyBrokerService:
     def start(self) -> None:
         """Pin the authorities, sign and load the enclave, and unseal (or create) the KEK."""
         self.pinned = self._pin()
-        path = _bundle(self.config)
-        enclave = host.load(
-            path, mode=self.config.mode, home=self.config.home, timeout=self.config.ecall_timeout
+        pinned = json.dumps(self.pinned)
+        self._enclave, _ = start_sealed(
+            sign_packaged_enclave(self.config.data_dir, "enklave.services.kbs", _BUNDLE_NAME),
+            self.config,
+            self.storage,
+            namespace=STATE_NAMESPACE,
+            key=_STATE_KEY,
+            init=lambda enclave, sealed: (enclave.ecall.init(sealed, pinned), None),
         )
-        try:
-            sealed = self.storage.get(STATE_NAMESPACE, _STATE_KEY)
-            resealed = enclave.ecall.init(sealed, json.dumps(self.pinned))
-            if sealed is None or not hmac.compare_digest(sealed, resealed):
-                self.storage.put(STATE_NAMESPACE, _STATE_KEY, resealed)
-        except BaseException:
-            enclave.close()
-            raise
-        self._enclave = enclave
 
     def close(self) -> None:
         """Stop the enclave (idempotent); storage stays open, its owner closes it."""
@@ -237,21 +203,12 @@ class KeyBrokerService:
     # -- admin -------------------------------------------------------------------------------------------
 
     def _authorize(self, authorization: str | None) -> ServiceResponse | None:
-        expected = self.config.admin_token
-        if expected is None:
-            return ServiceResponse.error(
-                403, "KeyManagementDisabled", "key management is disabled: no admin token is configured"
-            )
-        presented = _bearer(authorization)
-        if presented is None:
-            return ServiceResponse.error(401, "Unauthorized", "key management needs an admin bearer token")
-        # Hashing first gives compare_digest equal lengths, so the comparison leaks nothing about the length.
-        if not hmac.compare_digest(
-            hashlib.sha256(presented.encode("utf-8")).digest(),
-            hashlib.sha256(expected.encode("utf-8")).digest(),
-        ):
-            return ServiceResponse.error(403, "Forbidden", "the admin token is not valid")
-        return None
+        return check_admin(
+            self.config.admin_token,
+            authorization,
+            what="key management",
+            disabled_code="KeyManagementDisabled",
+        )
 
     def _record(self, name: str) -> KeyRecord | ServiceResponse:
         try:
