@@ -30,7 +30,7 @@ from starlette.exceptions import StarletteDeprecationWarning  # type: ignore[att
 
 from enklave.attestation.tokens import TokenSigner
 from enklave.cli import main
-from enklave.errors import BadDataError, PolicyError, UsageError
+from enklave.errors import BadDataError, EcallError, PolicyError, UsageError
 from enklave.platform.simulated import SimulatedPlatform
 from enklave.services.attestation.app import create_app as create_maa_app
 from enklave.services.attestation.client import AttestationClient
@@ -40,7 +40,13 @@ from enklave.services.kbs.app import create_app
 from enklave.services.kbs.audit import AUDIT_LOG
 from enklave.services.kbs.client import KbsClient
 from enklave.services.kbs.keys import KeyRecord
-from enklave.services.kbs.service import KEY_NAMESPACE, Authority, KbsConfig, KeyBrokerService
+from enklave.services.kbs.service import (
+    AUTHORITY_NAMESPACE,
+    KEY_NAMESPACE,
+    Authority,
+    KbsConfig,
+    KeyBrokerService,
+)
 from enklave.services.storage import SQLiteStorage, open_storage
 from enklave.sgx.report import ReportBody
 from service_fixtures import enklave_home, serving
@@ -455,6 +461,33 @@ def test_restart_on_postgresql_keeps_keys(
         storage.close()
     assert len(before) == 32
     assert after == before
+
+
+def test_a_host_that_pins_a_key_of_its_own_gets_no_key_released(
+    home: Path, maa_url: str, clock: Clock, rsa_token: str
+) -> None:
+    # A KBS with a key, then a host that rewrites the pinned JWKS in storage to a key it holds (so that it could
+    # mint tokens) and restarts the broker: the authorities are measured, so the restarted enclave has another
+    # MRENCLAVE, cannot unseal the key-encryption key, and does not start.
+    config = dataclasses.replace(_kbs_config(home, maa_url, clock), data_dir=home / "kbs-swap")
+    storage = SQLiteStorage(home / "kbs-swap.db")
+    try:
+        with KeyBrokerService(config, storage) as first, TestClient(create_app(first), base_url=KBS) as http:
+            KbsClient(KBS, admin_token=ADMIN, client=http).create_key("swap-key", "oct", policy())
+            assert KbsClient(KBS, client=http).release("swap-key", rsa_token)
+        forger = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_numbers()
+        own_jwks = {"keys": [{"kty": "RSA", "kid": "forged", "use": "sig", "alg": "RS256",
+                              "n": _b64url(forger.n.to_bytes(256, "big")), "e": "AQAB"}]}  # fmt: skip
+        (name,) = storage.keys(AUTHORITY_NAMESPACE)
+        storage.put(AUTHORITY_NAMESPACE, name, json.dumps({"issuer": MAA, "jwks": own_jwks}).encode())
+        with pytest.raises(EcallError, match="SealingError"):
+            KeyBrokerService(config, storage).start()
+    finally:
+        storage.close()
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 # -- malformed requests --------------------------------------------------------------------------------------

@@ -58,7 +58,11 @@ def _authority(value: str) -> Authority:
     "--authority", "authorities", multiple=True, metavar="ISSUER=JWKS_URL|JWKS_FILE",
     help="A trusted attestation authority (repeatable); a URL is fetched on first start and pinned.",
 )  # fmt: skip
-@click.option("--repin", is_flag=True, help="Fetch the authorities' JWKS again instead of the pinned keys.")
+@click.option(
+    "--repin",
+    is_flag=True,
+    help="Fetch the authorities' JWKS again. If the keys changed, the enclave's measurement changes and the keys held so far no longer unseal (see docs/kbs.md).",
+)
 def serve(options: ServeOptions, authorities: tuple[str, ...], repin: bool) -> None:
     """Serve the key broker (plain HTTP on loopback by default; TLS with --certfile/--keyfile)."""
     config = KbsConfig(

@@ -64,6 +64,7 @@ AUTHORITY_NAMESPACE = "kbs-authorities"
 STATE_NAMESPACE = "kbs-enclave-state"
 _STATE_KEY = "sealed-kek"
 _BUNDLE_NAME = "key-broker.enclave"
+_AUTHORITIES_FILE = "authorities.json"
 _MAX_BODY = 256 << 10
 
 log = logging.getLogger(__name__)
@@ -172,14 +173,21 @@ class KeyBrokerService:
     def start(self) -> None:
         """Pin the authorities, sign and load the enclave, and unseal (or create) the KEK."""
         self.pinned = self._pin()
-        pinned = json.dumps(self.pinned)
+        # The authorities are measured with the enclave's code, never passed at run time (see enclave_app).
+        authorities = json.dumps(self.pinned, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        bundle = sign_packaged_enclave(
+            self.config.data_dir,
+            "enklave.services.kbs",
+            _BUNDLE_NAME,
+            extra_files={_AUTHORITIES_FILE: authorities},
+        )
         self._enclave, _ = start_sealed(
-            sign_packaged_enclave(self.config.data_dir, "enklave.services.kbs", _BUNDLE_NAME),
+            bundle,
             self.config,
             self.storage,
             namespace=STATE_NAMESPACE,
             key=_STATE_KEY,
-            init=lambda enclave, sealed: (enclave.ecall.init(sealed, pinned), None),
+            init=lambda enclave, sealed: (enclave.ecall.init(sealed), None),
         )
 
     def close(self) -> None:

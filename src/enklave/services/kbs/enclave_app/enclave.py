@@ -6,8 +6,9 @@ encrypted records, public keys and wrapped keys. Key material exists in clear on
 
 Ecalls:
 
-* ``init(sealed_kek, authorities_json)``: unseal the key-encryption key (KEK, AES-256), or create it on first
-  start; pin the trusted authorities (``{issuer: JWKS}``); returns the sealed KEK (sealed to this MRENCLAVE).
+* ``init(sealed_kek)``: unseal the key-encryption key (KEK, AES-256), or create it on first start, and load the
+  trusted authorities (``{issuer: JWKS}``) from ``authorities.json`` in the bundle; returns the sealed KEK
+  (sealed to this MRENCLAVE).
 * ``create_key(name, spec_json, policy_json)``: create a key in here; returns the canonical policy, the
   encrypted key material (AES-256-GCM under the KEK, bound to name, spec and policy) and the public JWK.
 * ``set_policy(name, spec_json, old_policy_json, encrypted, new_policy_json)``: re-bind a key to a new policy.
@@ -17,8 +18,9 @@ Ecalls:
   ``{"error": {"status", "code", "message"}, "audit": {...}}``. The audit record never holds key material.
 
 What the host could do wrong is bounded: a record it swapped or whose policy it changed does not decrypt (the
-associated data binds name, spec and policy), a stale clock only matters within token lifetimes, and the
-authorities are configuration it passes at launch (as the attestation service's simulated-root switch is).
+associated data binds name, spec and policy), and a stale clock only matters within token lifetimes. The
+authorities and their pinned keys are a measured file of the bundle: a host that changes them (to trust a key of
+its own) gets an enclave with another MRENCLAVE, which cannot unseal the KEK, so no key is ever released by it.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ _NONCE_SIZE = 12
 _MAX_POLICY = 64 << 10
 _MAX_RECORD = 64 << 10
 _MAX_AUTHORITIES = 1 << 20
+AUTHORITIES_FILE = "authorities.json"
 _AUDIT_CLAIMS = {
     "iss": "iss",
     "jti": "jti",
@@ -104,15 +107,17 @@ def _verifiers() -> dict[str, TokenVerifier]:
 @enclave.ecall
 def init(
     sealed_kek: Annotated[bytes, enclave.MaxSize(4096)] | None,
-    authorities_json: Annotated[str, enclave.MaxSize(_MAX_AUTHORITIES)],
 ) -> bytes:
-    """Unseal (or create) the KEK and pin the authorities; returns the sealed KEK."""
+    """Unseal (or create) the KEK and load the measured authorities; returns the sealed KEK."""
     if sealed_kek is None:
         kek = enclave.random_bytes(_KEK_SIZE)
     else:
         kek = enclave.unseal(sealed_kek, policy="unique", aad=_KEK_AAD)
         if len(kek) != _KEK_SIZE:
             raise BoundaryError("the sealed key-encryption key has the wrong size")
+    authorities_json = enclave.bundle_file(AUTHORITIES_FILE)
+    if len(authorities_json) > _MAX_AUTHORITIES:
+        raise BoundaryError("the measured authorities file is too large")
     try:
         authorities = json.loads(authorities_json)
     except ValueError as exc:
