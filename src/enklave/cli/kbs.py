@@ -61,7 +61,8 @@ def _authority(value: str) -> Authority:
 @click.option(
     "--repin",
     is_flag=True,
-    help="Fetch the authorities' JWKS again. If the keys changed, the enclave's measurement changes and the keys held so far no longer unseal (see docs/kbs.md).",
+    help="Fetch the authorities' JWKS again. If the keys changed, the enclave's measurement changes and the keys"
+    " held so far no longer unseal (see docs/kbs.md).",
 )
 def serve(options: ServeOptions, authorities: tuple[str, ...], repin: bool) -> None:
     """Serve the key broker (plain HTTP on loopback by default; TLS with --certfile/--keyfile)."""
