@@ -17,8 +17,10 @@ from enklave.services.kbs.wrapping import (
     HPKE_ENC_SIZE,
     unwrap_key,
     unwrap_key_hpke,
+    unwrap_released_key,
     wrap_key,
     wrap_key_hpke,
+    wrap_released_key,
 )
 
 SECRET = b"\x5a" * 16 + b"released-key-material"
@@ -296,3 +298,24 @@ def test_hpke_unacceptable_recipients_are_refused() -> None:
         wrap_key_hpke(SECRET, public, b"i" * 1025)
     with pytest.raises(UsageError):
         unwrap_key_hpke(wrap_key_hpke(SECRET, public, b""), ec.generate_private_key(ec.SECP384R1()), b"")
+
+
+# -- what a release answers ----------------------------------------------------------------------------------
+
+
+def test_a_release_is_a_jwe_for_rsa_and_hpke_for_p256(rsa2048: RSAKey, p256: ECKey) -> None:
+    to_rsa = wrap_released_key(SECRET, _public(rsa2048))
+    assert _header(to_rsa)["alg"] == "RSA-OAEP-256"
+    assert unwrap_released_key(to_rsa, _private(rsa2048)) == SECRET
+    to_ec = wrap_released_key(SECRET, _public(p256))
+    assert to_ec.startswith("hpke.")
+    assert SECRET.hex() not in to_ec and _b64(SECRET) not in to_ec
+    assert unwrap_released_key(to_ec, _private(p256)) == SECRET
+    # Another P-256 key does not open it, nor does a tampered envelope.
+    with pytest.raises(VerificationError):
+        unwrap_released_key(to_ec, _private(ECKey.generate_key("P-256")))
+    flipped = to_ec[:-2] + ("A" if to_ec[-2] != "A" else "B") + to_ec[-1]
+    with pytest.raises((VerificationError, BadDataError)):
+        unwrap_released_key(flipped, _private(p256))
+    with pytest.raises(UsageError):
+        unwrap_released_key(to_ec, _private(rsa2048))

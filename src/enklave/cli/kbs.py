@@ -149,11 +149,11 @@ def show(client: KbsClient, name: str) -> None:
 @click.option("--nonce", default=None, help="The nonce the token must carry.")
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-    help="Where to write the wrapped key (compact JWE, owner-only).",
+    help="Where to write the wrapped key (a JWE, or an HPKE envelope for a P-256 key; owner-only).",
 )  # fmt: skip
 @click.pass_obj
 def release(client: KbsClient, name: str, token_file: str, nonce: str | None, out: Path) -> None:
-    """Release key NAME to the enclave the token describes; writes the JWE that wraps it."""
+    """Release key NAME to the enclave the token describes; writes the envelope that wraps it."""
     token = read_file(token_file, what="the token file", limit=_MAX_ATTESTATION_TOKEN)
     try:
         text = token.decode("ascii").strip()

@@ -2,7 +2,8 @@
 
 A key is released only when an attestation token from a trusted authority satisfies the key's release policy
 (Azure Key Vault's secure key release grammar, :mod:`.release_policy`), and only wrapped to a public key that
-the attested enclave put in the token (:mod:`.wrapping`: a JWE with RSA-OAEP-256 or ECDH-ES+A256KW, or HPKE).
+the attested enclave put in the token (:mod:`.wrapping`: a release is a JWE with RSA-OAEP-256 for RSA keys and HPKE
+for P-256 keys).
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from enklave.services.kbs.wrapping import (
     HPKE_ENC_SIZE,
     unwrap_key,
     unwrap_key_hpke,
+    unwrap_released_key,
     wrap_key,
     wrap_key_hpke,
+    wrap_released_key,
 )
 
 __all__ = [
@@ -44,8 +47,10 @@ __all__ = [
     "ReleasePolicy",
     "unwrap_key",
     "unwrap_key_hpke",
+    "unwrap_released_key",
     "wrap_key",
     "wrap_key_hpke",
+    "wrap_released_key",
 ]
 
 if TYPE_CHECKING:

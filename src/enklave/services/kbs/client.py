@@ -27,6 +27,7 @@ __all__ = ["MAX_RESPONSE_SIZE", "KbsClient"]
 MAX_RESPONSE_SIZE = 4 << 20
 """The largest answer the client reads."""
 _COMPACT_JWE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_HPKE_RELEASE = re.compile(r"hpke\.[A-Za-z0-9_-]{100,131072}")
 
 
 class KbsClient:
@@ -136,13 +137,16 @@ class KbsClient:
         return value
 
     def release(self, name: str, token: str, *, nonce: str | None = None) -> str:
-        """Release a key: returns the compact JWE that wraps it to the key in the token's runtime claims."""
+        """Release a key: returns it wrapped to the key in the token's runtime claims (a compact JWE for an RSA
+        key, ``hpke.<base64url>`` for a P-256 key; open it with :func:`~enklave.services.kbs.unwrap_released_key`)."""
         body: dict[str, Any] = {"target": token}
         if nonce is not None:
             body["nonce"] = nonce
         value = self._request("POST", f"/keys/{name}/release", json_body=body, admin=False).get("value")
-        if not isinstance(value, str) or not _COMPACT_JWE.fullmatch(value):
-            raise BadDataError("the release answer holds no compact JWE")
+        if not isinstance(value, str) or not (
+            _COMPACT_JWE.fullmatch(value) or _HPKE_RELEASE.fullmatch(value)
+        ):
+            raise BadDataError("the release answer holds no compact JWE or HPKE envelope")
         return value
 
 

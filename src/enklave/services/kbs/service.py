@@ -10,7 +10,8 @@ key-encryption key from storage (the enclave creates it on first start), and ans
   key of asymmetric keys, never private or secret material.
 * ``release(name, body)``: secure key release (Azure Key Vault's ``POST /keys/{name}/release``, body
   ``{"target": token, "nonce"?}``); the enclave verifies the token with the pinned authority, evaluates the
-  key's release policy and answers ``{"value": JWE}``, the key wrapped to the attested enclave's public key.
+  key's release policy and answers ``{"value": ...}``, the key wrapped to the attested enclave's public key
+  (a JWE for RSA, HPKE for P-256).
   Every release and refusal is appended to the audit log (:data:`AUDIT_LOG`) with the token's identity claims.
 
 Authorities are pinned: a JWKS URL is fetched on the first start and its keys kept in storage (namespace

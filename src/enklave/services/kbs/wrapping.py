@@ -12,6 +12,10 @@ Two envelopes:
   ``enc (65 bytes, the sender's ephemeral public key) || ciphertext (len(key_material) + 16 bytes)``; the
   caller's ``info`` binds the envelope to its context and the AAD is empty.
 
+What the key broker answers a release with (:func:`wrap_released_key`): a JWE for an RSA recipient, and for a
+P-256 recipient HPKE as ``hpke.<base64url(enc || ciphertext)>`` with ``info`` :data:`RELEASE_HPKE_INFO`;
+:func:`unwrap_released_key` opens either with the recipient's private JWK.
+
 Errors: a recipient key that is malformed, symmetric (``kty: oct``), private, not for encryption, on another
 curve or too weak raises :class:`~enklave.errors.InvalidKey` before anything is encrypted. Unwrapping raises
 :class:`~enklave.errors.BadDataError` for a malformed envelope and :class:`~enklave.errors.VerificationError`
@@ -40,10 +44,13 @@ __all__ = [
     "MAX_KEY_MATERIAL",
     "MAX_RSA_BITS",
     "MIN_RSA_BITS",
+    "RELEASE_HPKE_INFO",
     "unwrap_key",
     "unwrap_key_hpke",
+    "unwrap_released_key",
     "wrap_key",
     "wrap_key_hpke",
+    "wrap_released_key",
 ]
 
 #: Size of the HPKE encapsulated key (an uncompressed P-256 point) at the front of an HPKE envelope.
@@ -52,6 +59,8 @@ HPKE_ENC_SIZE: Final = 65
 MIN_RSA_BITS: Final = 2048
 #: RSA recipients larger than this are refused (they only cost time and invite resource exhaustion).
 MAX_RSA_BITS: Final = 16384
+#: The HPKE ``info`` of a released key: binds the envelope to key release, so it cannot be replayed elsewhere.
+RELEASE_HPKE_INFO: Final = b"enklave key release v1"
 #: Largest key material this module wraps, and the bound on envelopes it will try to unwrap (times two).
 MAX_KEY_MATERIAL: Final = 64 * 1024
 
@@ -138,6 +147,51 @@ def _jwe_header(token: str) -> dict[str, Any]:
     if extra:
         raise BadDataError(f"JWE protected header has disallowed members: {', '.join(extra)[:128]}")
     return header
+
+
+# -- what a release answers ---------------------------------------------------------------------------------
+
+_HPKE_PREFIX: Final = "hpke."
+
+
+def wrap_released_key(key_material: bytes, recipient_jwk: Mapping[str, Any]) -> str:
+    """Wrap a released key to the attested enclave's public JWK: RSA-OAEP-256 JWE for RSA, HPKE for P-256.
+
+    Raises :class:`InvalidKey` for an unacceptable recipient and :class:`UsageError` for bad key material.
+    """
+    _check_material(key_material)
+    public_jwk, alg = _public_recipient(recipient_jwk)
+    if alg == _RSA_ALG:
+        return wrap_key(key_material, recipient_jwk)
+    point = b"\x04" + _b64url_member(public_jwk, "x") + _b64url_member(public_jwk, "y")
+    return _HPKE_PREFIX + _b64url_encode(wrap_key_hpke(key_material, point, RELEASE_HPKE_INFO))
+
+
+def unwrap_released_key(value: str, private_jwk: Mapping[str, Any]) -> bytes:
+    """Open what :func:`wrap_released_key` made, with the recipient's private JWK.
+
+    Raises :class:`UsageError` for an unusable private key, :class:`BadDataError` for a malformed envelope and
+    :class:`VerificationError` when it does not open under this key.
+    """
+    if not isinstance(value, str) or not value.startswith(_HPKE_PREFIX):
+        return unwrap_key(value, private_jwk)
+    if (
+        not isinstance(private_jwk, Mapping)
+        or private_jwk.get("kty") != "EC"
+        or private_jwk.get("crv") != "P-256"
+    ):
+        raise UsageError("an HPKE release opens with a P-256 private JWK")
+    try:
+        scalar = int.from_bytes(_b64url_decode(str(private_jwk.get("d", "")), "JWK member 'd'"), "big")
+        private_key = ec.derive_private_key(scalar, ec.SECP256R1())
+    except (BadDataError, ValueError) as exc:
+        raise UsageError("the private JWK's 'd' is not a P-256 private key") from exc
+    wrapped = _b64url_decode(value[len(_HPKE_PREFIX) :], "HPKE release")
+    return unwrap_key_hpke(wrapped, private_key, RELEASE_HPKE_INFO)
+
+
+def _b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 # -- HPKE --------------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ from enklave.errors import (
 )
 from enklave.services.kbs.keys import KeySpec, check_key_name, record_aad
 from enklave.services.kbs.release_policy import ReleasePolicy
-from enklave.services.kbs.wrapping import wrap_key
+from enklave.services.kbs.wrapping import wrap_released_key
 
 _KEK_AAD = b"enklave kbs key-encryption key v1"
 _KEK_SIZE = 32
@@ -311,7 +311,7 @@ def _release(
     # 5. The key material, decrypted here and wrapped at once; it is never returned in clear.
     material = _decrypt(encrypted, record_aad(check_key_name(name), spec, policy_json))
     try:
-        return wrap_key(material, recipient)
+        return wrap_released_key(material, recipient)
     except InvalidKey as exc:
         raise _Refused(
             403, "InvalidRuntimeKey", f"the token's runtime key cannot be wrapped to: {exc}"
