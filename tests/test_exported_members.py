@@ -25,6 +25,7 @@ PUBLIC_MODULES = [
     "enklave.services.attestation.policy",
     "enklave.services.kbs",
     "enklave.services.storage",
+    "enklave.channels",
 ]
 
 
