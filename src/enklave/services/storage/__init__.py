@@ -15,7 +15,8 @@ from urllib.parse import unquote, urlsplit
 
 from enklave.errors import UsageError
 from enklave.services.storage._base import LogRecord, Storage
-from enklave.services.storage.sqlite import MAX_NAME_LENGTH, SQLiteStorage
+from enklave.services.storage._common import MAX_NAME_LENGTH
+from enklave.services.storage.sqlite import SQLiteStorage
 
 if TYPE_CHECKING:
     from enklave.services.storage.postgres import PostgresStorage

@@ -24,12 +24,13 @@ from psycopg_pool import ConnectionPool
 
 from enklave.errors import TransportError, UsageError
 from enklave.services.storage._base import LogRecord, Storage
-from enklave.services.storage.sqlite import (
+from enklave.services.storage._common import (
     DEFAULT_MAX_VALUE_BYTES,
-    SCHEMA_VERSION,
+    check_max_value_bytes,
     check_name,
     check_read_window,
     check_value,
+    migrate_schema,
 )
 
 __all__ = ["PostgresStorage"]
@@ -73,8 +74,7 @@ class PostgresStorage(Storage):
         connect_timeout: int = 5,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
-        if not isinstance(max_value_bytes, int) or isinstance(max_value_bytes, bool) or max_value_bytes < 1:
-            raise UsageError("max_value_bytes must be an int >= 1")
+        check_max_value_bytes(max_value_bytes)
         if not 1 <= min_size <= max_size:
             raise UsageError("the pool needs 1 <= min_size <= max_size")
         try:
@@ -128,22 +128,8 @@ class PostgresStorage(Storage):
             with psycopg.connect(self._dsn, **self._connect_kwargs) as conn, conn.transaction():
                 # 1. Serialize migrations across replicas; the lock ends with the transaction.
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
                 # 2. Read the version, refuse a newer one, apply the missing steps, record the new version.
-                row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-                version = int(row[0]) if row is not None else 0
-                if version > SCHEMA_VERSION:
-                    raise TransportError(
-                        f"{self._where} has schema version {version}; this enklave knows up to {SCHEMA_VERSION}"
-                    )
-                for statements in _MIGRATIONS[version:]:
-                    for statement in statements:
-                        conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO meta (name, value) VALUES ('schema_version', %s)"
-                    " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                    (str(SCHEMA_VERSION),),
-                )
+                migrate_schema(conn.execute, _MIGRATIONS, placeholder="%s", where=self._where)
         except psycopg.Error as exc:
             raise TransportError(self._message("cannot be opened", exc)) from exc
 

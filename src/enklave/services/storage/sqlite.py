@@ -7,8 +7,6 @@ locking keeps them consistent: every write runs in a ``BEGIN IMMEDIATE`` transac
 write lock before it reads, so log sequence numbers are computed and used under the same lock and stay gap-free
 and unique.
 
-The checks of names and values that every backend applies live here too (:func:`check_name`,
-:func:`check_value`), because SQLite is the backend that is always available.
 """
 
 from __future__ import annotations
@@ -23,20 +21,16 @@ from typing import TypeVar
 
 from enklave.errors import TransportError, UsageError
 from enklave.services.storage._base import LogRecord, Storage
+from enklave.services.storage._common import (
+    DEFAULT_MAX_VALUE_BYTES,
+    check_max_value_bytes,
+    check_name,
+    check_read_window,
+    check_value,
+    migrate_schema,
+)
 
-__all__ = [
-    "DEFAULT_MAX_VALUE_BYTES",
-    "MAX_NAME_LENGTH",
-    "SCHEMA_VERSION",
-    "SQLiteStorage",
-    "check_name",
-    "check_read_window",
-    "check_value",
-]
-
-MAX_NAME_LENGTH = 255
-DEFAULT_MAX_VALUE_BYTES = 16 * 1024 * 1024
-SCHEMA_VERSION = 1
+__all__ = ["SQLiteStorage"]
 
 _T = TypeVar("_T")
 
@@ -51,47 +45,6 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " log TEXT NOT NULL, sequence INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (log, sequence))",
     ),
 )
-
-
-def check_name(kind: str, name: object) -> str:
-    """Return ``name`` if it is a valid namespace, key or log name: a non-empty ``str`` of at most 255 characters,
-    encodable as UTF-8 and without NUL (which PostgreSQL text cannot hold). Raises UsageError otherwise; the
-    message names ``kind`` and never echoes the name, which may be derived from something private."""
-    if not isinstance(name, str):
-        raise UsageError(f"{kind} must be a str, not {type(name).__name__}")
-    if not name or len(name) > MAX_NAME_LENGTH:
-        raise UsageError(f"{kind} must have 1 to {MAX_NAME_LENGTH} characters, not {len(name)}")
-    if "\x00" in name:
-        raise UsageError(f"{kind} must not contain NUL")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise UsageError(f"{kind} is not encodable as UTF-8") from exc
-    return name
-
-
-def check_value(value: object, max_bytes: int) -> bytes:
-    """Return ``value`` if it is ``bytes`` of at most ``max_bytes``; raises UsageError otherwise."""
-    if not isinstance(value, bytes):
-        raise UsageError(f"a stored value must be bytes, not {type(value).__name__}")
-    if len(value) > max_bytes:
-        raise UsageError(f"a stored value is {len(value)} bytes, more than the limit of {max_bytes}")
-    return value
-
-
-def check_read_window(after: object, limit: object) -> tuple[int, int]:
-    """Return ``(after, limit)`` if ``after`` is an int >= 0 and ``limit`` an int >= 1; raises UsageError."""
-    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-        raise UsageError("after must be an int >= 0")
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise UsageError("limit must be an int >= 1")
-    return after, limit
-
-
-def _check_max_value_bytes(max_value_bytes: int) -> int:
-    if not isinstance(max_value_bytes, int) or isinstance(max_value_bytes, bool) or max_value_bytes < 1:
-        raise UsageError("max_value_bytes must be an int >= 1")
-    return max_value_bytes
 
 
 class SQLiteStorage(Storage):
@@ -111,7 +64,7 @@ class SQLiteStorage(Storage):
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         self._path = Path(path)
-        self._max_value_bytes = _check_max_value_bytes(max_value_bytes)
+        self._max_value_bytes = check_max_value_bytes(max_value_bytes)
         self._lock = threading.Lock()
         self._create_owner_only(self._path)
         try:
@@ -154,22 +107,7 @@ class SQLiteStorage(Storage):
         # NORMAL is durable across process crashes in WAL mode; only a power loss can drop the last commits.
         conn.execute("PRAGMA synchronous=NORMAL")
         with self._write(conn):
-            conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-            version = int(row[0]) if row is not None else 0
-            if version > SCHEMA_VERSION:
-                raise TransportError(
-                    f"SQLite storage {self._path} has schema version {version}; this enklave knows up to "
-                    f"{SCHEMA_VERSION}"
-                )
-            for statements in _MIGRATIONS[version:]:
-                for statement in statements:
-                    conn.execute(statement)
-            conn.execute(
-                "INSERT INTO meta (name, value) VALUES ('schema_version', ?)"
-                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                (str(SCHEMA_VERSION),),
-            )
+            migrate_schema(conn.execute, _MIGRATIONS, placeholder="?", where=f"SQLite storage {self._path}")
 
     @staticmethod
     @contextmanager
