@@ -15,7 +15,7 @@ from typing import Any
 
 from enklave.errors import TransportError
 
-__all__ = ["ServiceResponse", "bearer_token", "check_admin", "storage_failure"]
+__all__ = ["Refused", "ServiceResponse", "bearer_token", "check_admin", "storage_failure"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,21 @@ class ServiceResponse:
     def error(cls, status: int, code: str, message: str) -> ServiceResponse:
         """An error answer; ``message`` must not hold secrets (it goes to the client)."""
         return cls(status, {"error": {"code": code, "message": message}})
+
+
+class Refused(Exception):
+    """A request a service's enclave refuses; it travels to the host as ``{"error": refused.to_error()}`` and
+    becomes an answer with HTTP ``status``. ``message`` goes to the client, so it must not hold secrets."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def to_error(self) -> dict[str, Any]:
+        """``{"status", "code", "message"}``, the error object the enclave returns to its host."""
+        return {"status": self.status, "code": self.code, "message": self.message}
 
 
 def storage_failure(exc: TransportError) -> ServiceResponse:

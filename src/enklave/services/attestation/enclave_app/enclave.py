@@ -54,6 +54,7 @@ from enklave.errors import (
     VerificationError,
 )
 from enklave.platform.simulated import simulated_root
+from enklave.services._response import Refused
 from enklave.services.attestation.policy import (
     MAX_POLICY_CHARS,
     Claim,
@@ -105,16 +106,6 @@ _SIGNING_ONLY = x509.KeyUsage(
 class _Service:
     signer: TokenSigner
     verifier: QuoteVerifier
-
-
-class _Refused(Exception):
-    """A request the service refuses: becomes ``{"error": ...}`` with an HTTP status for the host."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 _lock = threading.Lock()
@@ -247,7 +238,7 @@ def _parse_collateral(collateral_json: str) -> QuoteCollateral:
     try:
         parsed = QuoteCollateral.from_json(collateral_json)
     except InvalidCollateral as exc:
-        raise _Refused(502, "InvalidCollateral", f"the collateral for this quote is unusable: {exc}") from exc
+        raise Refused(502, "InvalidCollateral", f"the collateral for this quote is unusable: {exc}") from exc
     with _lock:
         _collateral[digest] = parsed
         while len(_collateral) > _COLLATERAL_CACHE_SIZE:
@@ -287,7 +278,7 @@ def _policy_text(policy: str, what: str) -> str:
     try:
         return policy_text_from_jws(policy) if _COMPACT_JWS.fullmatch(policy) else policy
     except InvalidPolicy as exc:
-        raise _Refused(400, "InvalidPolicy", f"{what}: {exc}") from exc
+        raise Refused(400, "InvalidPolicy", f"{what}: {exc}") from exc
 
 
 def _attest(
@@ -302,7 +293,7 @@ def _attest(
     try:
         request = parse_attest_request(request_json, attestation_type)
     except BoundaryError as exc:
-        raise _Refused(400, "InvalidParameter", str(exc)) from exc
+        raise Refused(400, "InvalidParameter", str(exc)) from exc
     # 2. The quote, out of its Open Enclave envelope when it has one.
     try:
         quote = (
@@ -312,15 +303,15 @@ def _attest(
         # 3. DCAP verification against Intel's root (and the simulated root when configured at launch).
         verified = service.verifier.verify(quote, collateral, now=at)
     except InvalidQuote as exc:
-        raise _Refused(400, "InvalidEvidence", str(exc)) from exc
+        raise Refused(400, "InvalidEvidence", str(exc)) from exc
     except VerificationError as exc:
-        raise _Refused(400, "EvidenceVerificationFailed", str(exc)) from exc
+        raise Refused(400, "EvidenceVerificationFailed", str(exc)) from exc
     # 4. Runtime data binding, as MAA does it: SHA-256(runtimeData) is the first half of the report data.
     runtime = request.runtime_data
     if runtime is not None and not hmac.compare_digest(
         hashlib.sha256(runtime.data).digest(), bytes(verified.body.report_data)[:32]
     ):
-        raise _Refused(
+        raise Refused(
             400, "RuntimeDataMismatch", "SHA-256 of runtimeData does not match the quote's report data[0:32]"
         )
     init_time = request.init_time_data
@@ -340,9 +331,9 @@ def _attest(
     try:
         result = evaluate(_parsed_policy(text), _incoming(claims))
     except InvalidPolicy as exc:
-        raise _Refused(400, "InvalidPolicy", str(exc)) from exc
+        raise Refused(400, "InvalidPolicy", str(exc)) from exc
     except PolicyError as exc:
-        raise _Refused(400, "PolicyEvaluationError", f"attestation policy evaluation failed: {exc}") from exc
+        raise Refused(400, "PolicyEvaluationError", f"attestation policy evaluation failed: {exc}") from exc
     claims["x-ms-policy-hash"] = policy_hash(text)
     for name, value in result.issued_claims().items():
         # A policy adds claims; it never restates what the service vouches for, nor writes in its namespaces.
@@ -371,8 +362,8 @@ def attest(
         return json.dumps(
             {"token": _attest(request_json, attestation_type, policy_text, collateral_json, now)}
         )
-    except _Refused as refused:
-        error = {"status": refused.status, "code": refused.code, "message": refused.message}
+    except Refused as refused:
+        error = refused.to_error()
     except UsageError:
         # Misuse inside the service is a bug: let it reach the host as an ecall failure (a 500 there).
         raise

@@ -53,6 +53,7 @@ from enklave.errors import (
     TransportError,
     UsageError,
 )
+from enklave.services._response import Refused
 from enklave.services.kbs.keys import KeySpec, check_key_name, record_aad
 from enklave.services.kbs.release_policy import ReleasePolicy
 from enklave.services.kbs.wrapping import wrap_released_key
@@ -76,16 +77,6 @@ _AUDIT_CLAIMS = {
 _lock = threading.Lock()
 # The one state, replaced as a whole by init: the KEK and a verifier per pinned authority.
 _state: dict[str, Any] = {}
-
-
-class _Refused(Exception):
-    """A release the broker refuses: becomes ``{"error": ...}`` with an HTTP status for the host."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 def _kek() -> AESGCM:
@@ -262,7 +253,7 @@ def _runtime_key(claims: Any) -> dict[str, Any]:
         single = runtime.get("jwk")
         if isinstance(single, dict):
             return single
-    raise _Refused(
+    raise Refused(
         403, "MissingRuntimeKey", "the token's x-ms-runtime claim holds no RSA or EC public key to wrap to"
     )
 
@@ -281,20 +272,20 @@ def _release(
     # 1. The authority: the token's (unverified) issuer selects a pinned verifier; unknown issuers are refused.
     unverified = _unverified_claims(token)
     if not unverified:
-        raise _Refused(400, "InvalidToken", "the token is not a JWT with a JSON claims object")
+        raise Refused(400, "InvalidToken", "the token is not a JWT with a JSON claims object")
     issuer = unverified.get("iss")
     verifier = _verifiers().get(issuer) if isinstance(issuer, str) else None
     if verifier is None:
-        raise _Refused(403, "UntrustedAuthority", "the token's issuer is not a trusted authority")
+        raise Refused(403, "UntrustedAuthority", "the token's issuer is not a trusted authority")
     # 2. Signature, issuer, lifetime and nonce, against the pinned keys.
     try:
         verified = verifier.verify(token, nonce=nonce, now=at)
     except InvalidToken as exc:
-        raise _Refused(400, "InvalidToken", str(exc)) from exc
+        raise Refused(400, "InvalidToken", str(exc)) from exc
     except ExpiredError as exc:
-        raise _Refused(403, "TokenExpired", str(exc)) from exc
+        raise Refused(403, "TokenExpired", str(exc)) from exc
     except (SignatureError, PolicyError, BindingError, TransportError) as exc:
-        raise _Refused(403, "TokenVerificationFailed", str(exc)) from exc
+        raise Refused(403, "TokenVerificationFailed", str(exc)) from exc
     claims = dict(verified.claims)
     seen["verified"] = True
     # 3. The key's release policy over the verified claims (its authority must be the token's issuer).
@@ -303,9 +294,9 @@ def _release(
         policy = ReleasePolicy.from_json(policy_json)
         policy.evaluate(verified.issuer, claims)
     except InvalidPolicy as exc:
-        raise _Refused(500, "InvalidStoredPolicy", f"the key's stored policy does not parse: {exc}") from exc
+        raise Refused(500, "InvalidStoredPolicy", f"the key's stored policy does not parse: {exc}") from exc
     except PolicyError as exc:
-        raise _Refused(403, "ReleasePolicyNotSatisfied", str(exc)) from exc
+        raise Refused(403, "ReleasePolicyNotSatisfied", str(exc)) from exc
     # 4. The recipient: the public key the attested enclave put in its runtime data.
     recipient = _runtime_key(claims)
     # 5. The key material, decrypted here and wrapped at once; it is never returned in clear.
@@ -313,7 +304,7 @@ def _release(
     try:
         return wrap_released_key(material, recipient)
     except InvalidKey as exc:
-        raise _Refused(
+        raise Refused(
             403, "InvalidRuntimeKey", f"the token's runtime key cannot be wrapped to: {exc}"
         ) from exc
 
@@ -334,8 +325,8 @@ def release(
     seen = {"verified": False}
     try:
         value = _release(name, spec_json, policy_json, encrypted, token, nonce, now, seen)
-    except _Refused as refused:
-        error = {"status": refused.status, "code": refused.code, "message": refused.message}
+    except Refused as refused:
+        error = refused.to_error()
     except SealingError as exc:
         error = {"status": 500, "code": "KeyIntegrityError", "message": str(exc)}
     else:
