@@ -8,7 +8,7 @@ tree (each client keeps its own table of error codes where the services differ).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -16,10 +16,29 @@ from enklave.attestation._jwks import load_json_object
 from enklave.attestation._transport import printable
 from enklave.errors import BadDataError, EnklaveError, TransportError, UsageError
 
-__all__ = ["ErrorMapper", "answer_error", "open_http", "request_json"]
+__all__ = ["ErrorMapper", "ServiceClient", "answer_error", "open_http", "request_json"]
 
 ErrorMapper = Callable[[int, str, str], EnklaveError]
 """Maps an error answer's HTTP status, its ``error.code`` and a printable description to the error to raise."""
+
+
+class ServiceClient:
+    """What the service clients share: an httpx client they made (closed with them) or were given (left open),
+    and use as a context manager."""
+
+    _client: httpx.Client
+    _owned: bool
+
+    def close(self) -> None:
+        """Close the HTTP client if this object made it."""
+        if self._owned:
+            self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def open_http(

@@ -37,7 +37,7 @@ from enklave.errors import (
     UsageError,
     VerificationError,
 )
-from enklave.services._client import answer_error, open_http, request_json
+from enklave.services._client import ServiceClient, answer_error, open_http, request_json
 from enklave.services.attestation.policy import policy_text_from_jws, unsigned_policy_jws
 
 __all__ = ["API_VERSION", "MAX_RESPONSE_SIZE", "AttestationClient"]
@@ -83,7 +83,7 @@ def _claims(token: str) -> dict[str, Any]:
     return load_json_object(b64url_decode(parts[1], "the token claims"), "the token claims")
 
 
-class AttestationClient:
+class AttestationClient(ServiceClient):
     """The REST API of an attestation service at ``base_url``.
 
     Give ``client`` (an ``httpx.Client`` you own) or ``transport`` (an ``httpx.BaseTransport``, e.g. an
@@ -100,17 +100,6 @@ class AttestationClient:
         timeout: float = 30.0,
     ) -> None:
         self.base_url, self._client, self._owned = open_http(base_url, client, transport, timeout)
-
-    def close(self) -> None:
-        """Close the HTTP client if this object made it."""
-        if self._owned:
-            self._client.close()
-
-    def __enter__(self) -> AttestationClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- HTTP --------------------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import httpx
 
 from enklave.attestation._jwks import b64url_encode
 from enklave.errors import BadDataError, EnklaveError, PolicyError
-from enklave.services._client import answer_error, open_http, request_json
+from enklave.services._client import ServiceClient, answer_error, open_http, request_json
 from enklave.services.kbs.keys import POLICY_CONTENT_TYPE
 from enklave.services.kbs.service import API_VERSION
 
@@ -30,7 +30,7 @@ _COMPACT_JWE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Z
 _HPKE_RELEASE = re.compile(r"hpke\.[A-Za-z0-9_-]{100,131072}")
 
 
-class KbsClient:
+class KbsClient(ServiceClient):
     """Talks to a key broker at ``base_url``; ``admin_token`` is the bearer token for key management.
 
     Pass ``client`` (an ``httpx.Client``, which stays the caller's) or ``transport``; otherwise one is made with
@@ -52,17 +52,6 @@ class KbsClient:
     def __repr__(self) -> str:
         # The admin token stays out of reprs and logs.
         return f"KbsClient({self.base_url!r})"
-
-    def close(self) -> None:
-        """Close the HTTP client if this object made it."""
-        if self._owned:
-            self._client.close()
-
-    def __enter__(self) -> KbsClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def _request(
         self,
