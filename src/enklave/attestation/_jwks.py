@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from enklave import _b64url
 from enklave._json import strict_loads
 from enklave.attestation._transport import Transport, printable, redact
 from enklave.errors import InvalidCollateral, InvalidToken, SignatureError, TransportError, UsageError
@@ -47,29 +48,15 @@ MAX_JWKS_KEYS = 64
 MIN_RSA_KEY_SIZE = 2048
 """Smallest RSA modulus, in bits, that enklave signs with or trusts."""
 
-_B64URL_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-
-
-def b64url_encode(data: bytes) -> str:
-    """Base64url without padding (RFC 7515 section 2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+b64url_encode = _b64url.encode
 
 
 def b64url_decode(text: str, what: str) -> bytes:
-    """Decode unpadded base64url; raise :class:`InvalidToken` unless ``text`` is its one canonical encoding.
-
-    Non-canonical encodings (stray bits in the last character) are refused, so that no two different strings
-    decode to the same signed bytes.
-    """
-    if not isinstance(text, str) or not _B64URL_ALPHABET.issuperset(text) or len(text) % 4 == 1:
-        raise InvalidToken(f"{what} is not base64url")
+    """Decode unpadded base64url; raise :class:`InvalidToken` unless ``text`` is its one canonical encoding."""
     try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidToken(f"{what} is not base64url") from exc
-    if b64url_encode(data) != text:
-        raise InvalidToken(f"{what} is not canonical base64url")
-    return data
+        return _b64url.decode(text)
+    except ValueError as exc:
+        raise InvalidToken(f"{what} {exc}") from exc
 
 
 def load_json_object(data: bytes, what: str) -> dict[str, Any]:

@@ -13,13 +13,12 @@ data that is not a JSON object, or anything over its size limit.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from enklave import _b64url
 from enklave._json import strict_loads
 from enklave.errors import BoundaryError
 
@@ -66,9 +65,9 @@ def b64url_decode(text: object, what: str, limit: int) -> bytes:
     if len(bare) % 4 == 1:
         raise BoundaryError(f"{what} is not base64url: its length is impossible")
     try:
-        data = base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise BoundaryError(f"{what} is not base64url") from exc
+        data = _b64url.decode(bare, canonical=False)
+    except ValueError as exc:
+        raise BoundaryError(f"{what} {exc}") from exc
     if len(data) > limit:
         raise BoundaryError(f"{what} is longer than {limit} bytes")
     return data

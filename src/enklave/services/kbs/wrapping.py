@@ -24,10 +24,7 @@ when it does not decrypt under the given key (wrong key or tampered). Messages n
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -37,6 +34,7 @@ from joserfc.errors import DecodeError, JoseError
 from joserfc.jwk import ECKey, RSAKey
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId, KEMKey, PyHPKEError
 
+from enklave import _b64url
 from enklave.errors import BadDataError, InvalidKey, UsageError, VerificationError
 
 __all__ = [
@@ -71,7 +69,6 @@ _TAG_SIZE: Final = 16
 _MAX_INFO: Final = 1024
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _HEADER_MEMBERS: Final = frozenset({"alg", "enc", "kid", "epk"})
-_B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 # joserfc types a JWK dict with this value type.
 _Jwk = dict[str, str | list[str]]
 _SUITE: Final = CipherSuite.new(KEMId.DHKEM_P256_HKDF_SHA256, KDFId.HKDF_SHA256, AEADId.AES256_GCM)
@@ -164,7 +161,7 @@ def wrap_released_key(key_material: bytes, recipient_jwk: Mapping[str, Any]) -> 
     if alg == _RSA_ALG:
         return wrap_key(key_material, recipient_jwk)
     point = b"\x04" + _b64url_member(public_jwk, "x") + _b64url_member(public_jwk, "y")
-    return _HPKE_PREFIX + _b64url_encode(wrap_key_hpke(key_material, point, RELEASE_HPKE_INFO))
+    return _HPKE_PREFIX + _b64url.encode(wrap_key_hpke(key_material, point, RELEASE_HPKE_INFO))
 
 
 def unwrap_released_key(value: str, private_jwk: Mapping[str, Any]) -> bytes:
@@ -188,10 +185,6 @@ def unwrap_released_key(value: str, private_jwk: Mapping[str, Any]) -> bytes:
         raise UsageError("the private JWK's 'd' is not a P-256 private key") from exc
     wrapped = _b64url_decode(value[len(_HPKE_PREFIX) :], "HPKE release")
     return unwrap_key_hpke(wrapped, private_key, RELEASE_HPKE_INFO)
-
-
-def _b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 # -- HPKE --------------------------------------------------------------------------------------------------
@@ -337,12 +330,7 @@ def _b64url_member(jwk: Mapping[str, Any], name: str) -> bytes:
 
 def _b64url_decode(value: str, what: str) -> bytes:
     """Strict unpadded base64url (RFC 7515 section 2): the URL-safe alphabet only, canonical trailing bits."""
-    if not _B64URL.fullmatch(value) or len(value) % 4 == 1:
-        raise BadDataError(f"{what} is not unpadded base64url")
     try:
-        decoded = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise BadDataError(f"{what} is not unpadded base64url") from exc
-    if base64.urlsafe_b64encode(decoded).rstrip(b"=").decode("ascii") != value:
-        raise BadDataError(f"{what} is not canonical base64url")
-    return decoded
+        return _b64url.decode(value)
+    except ValueError as exc:
+        raise BadDataError(f"{what} {exc}") from exc

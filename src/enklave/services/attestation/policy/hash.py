@@ -18,33 +18,26 @@ signed a policy belongs to the service that accepts it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
 
+from enklave import _b64url
 from enklave.errors import InvalidPolicy
 
 __all__ = ["policy_hash", "policy_text_from_jws", "policy_token_hash", "unsigned_policy_jws"]
 
 # A compact JWS: three base64url segments. A policy text never matches, since it contains '=' and ';'.
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _UNSIGNED_HEADER = "eyJhbGciOiJub25lIn0"  # BASE64URL('{"alg":"none"}'), as RFC 7515 appendix A.5 writes it.
 
 
-def _b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def _b64url_decode(text: str, what: str) -> bytes:
-    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
-        raise InvalidPolicy(f"{what} is not base64url")
+    # MAA's policy tokens are decoded as they come: non-canonical trailing bits are tolerated here.
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidPolicy(f"{what} is not base64url") from exc
+        return _b64url.decode(text, canonical=False)
+    except ValueError as exc:
+        raise InvalidPolicy(f"{what} {exc}") from exc
 
 
 def unsigned_policy_jws(policy_text: str) -> str:
@@ -53,8 +46,8 @@ def unsigned_policy_jws(policy_text: str) -> str:
     The payload is serialised as Microsoft's Python SDK serialises it (``json.dumps`` defaults), so the
     result, and hence its :func:`policy_token_hash`, is what that SDK computes for the same text.
     """
-    payload = json.dumps({"AttestationPolicy": _b64url_encode(policy_text.encode("utf-8"))})
-    return f"{_UNSIGNED_HEADER}.{_b64url_encode(payload.encode('utf-8'))}."
+    payload = json.dumps({"AttestationPolicy": _b64url.encode(policy_text.encode("utf-8"))})
+    return f"{_UNSIGNED_HEADER}.{_b64url.encode(payload.encode('utf-8'))}."
 
 
 def policy_text_from_jws(jws: str) -> str:
@@ -90,8 +83,8 @@ def policy_hash(policy: str) -> str:
     JWS. The text itself is not parsed here.
     """
     text = policy_text_from_jws(policy) if _COMPACT_JWS.fullmatch(policy) else policy
-    inner = _b64url_encode(text.encode("utf-8"))
-    return _b64url_encode(hashlib.sha256(inner.encode("ascii")).digest())
+    inner = _b64url.encode(text.encode("utf-8"))
+    return _b64url.encode(hashlib.sha256(inner.encode("ascii")).digest())
 
 
 def policy_token_hash(jws: str) -> bytes:
