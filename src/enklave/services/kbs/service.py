@@ -229,6 +229,11 @@ class KeyBrokerService:
             return ServiceResponse.error(404, "KeyNotFound", f"no key named {name!r}")
         return KeyRecord.from_json(stored)
 
+    def _managed_record(self, name: str, authorization: str | None) -> KeyRecord | ServiceResponse:
+        """The record of key ``name`` for an admin operation, or the refusal (401/403, 400, 404) to answer."""
+        refused = self._authorize(authorization)
+        return refused if refused is not None else self._record(name)
+
     def _now(self) -> int:
         return int(self.config.clock().timestamp())
 
@@ -285,18 +290,12 @@ class KeyBrokerService:
 
     def get_key(self, name: str, authorization: str | None) -> ServiceResponse:
         """``GET /keys/{name}``: metadata, public key and policy."""
-        refused = self._authorize(authorization)
-        if refused is not None:
-            return refused
-        record = self._record(name)
+        record = self._managed_record(name, authorization)
         return record if isinstance(record, ServiceResponse) else ServiceResponse(200, key_view(record))
 
     def delete_key(self, name: str, authorization: str | None) -> ServiceResponse:
         """``DELETE /keys/{name}``: the view of the deleted key."""
-        refused = self._authorize(authorization)
-        if refused is not None:
-            return refused
-        record = self._record(name)
+        record = self._managed_record(name, authorization)
         if isinstance(record, ServiceResponse):
             return record
         self.storage.delete(KEY_NAMESPACE, name)
@@ -304,10 +303,7 @@ class KeyBrokerService:
 
     def set_release_policy(self, name: str, body: bytes, authorization: str | None) -> ServiceResponse:
         """``PATCH /keys/{name}``: body ``{"release_policy": ...}``; the enclave re-binds the key to it."""
-        refused = self._authorize(authorization)
-        if refused is not None:
-            return refused
-        record = self._record(name)
+        record = self._managed_record(name, authorization)
         if isinstance(record, ServiceResponse):
             return record
         try:
