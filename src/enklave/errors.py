@@ -28,7 +28,8 @@ the caller misused the API::
     │       ├── LaunchError          a bundle fails the EINIT checks (measurement or SIGSTRUCT signature)
     │       └── SealingError         a sealed blob does not unseal here (tampered, other enclave, SVN rollback)
     ├── TransportError               I/O failed: network, file system, remote service
-    │   └── CollateralUnavailable    collateral could not be obtained from any source
+    │   ├── CollateralUnavailable    collateral could not be obtained from any source
+    │   └── ChannelError             a secure channel failed: TLS handshake or record error, peer closed early
     ├── EnclaveRuntimeError          a call into or out of a running enclave did not complete
     │   ├── EcallError               enclave code raised (carries the enclave-side type name and message)
     │   ├── OcallError               a host function called by the enclave raised
@@ -51,6 +52,7 @@ __all__ = [
     "BindingError",
     "BoundaryError",
     "CertificateChainError",
+    "ChannelError",
     "CollateralMismatchError",
     "CollateralUnavailable",
     "ConfigError",
@@ -217,6 +219,14 @@ class TransportError(EnklaveError):
 
 class CollateralUnavailable(TransportError):
     """Collateral could not be obtained (the service failed, answered an error, or the file is missing)."""
+
+
+class ChannelError(TransportError):
+    """A secure channel could not be set up or broke: the TLS handshake or a record failed, the peer closed early.
+
+    A peer that fails attestation raises the verification error instead (:class:`PolicyError`, :class:`BindingError`,
+    ...); this type covers what happens below attestation, where an attacker and a bad network look the same.
+    """
 
 
 class EnclaveRuntimeError(EnklaveError):

@@ -20,6 +20,7 @@ from enklave.channels.ohttp import (
 )
 from enklave.channels.ratls import (
     AttestedCertificate,
+    PeerVerifier,
     RaTlsFormat,
     RaTlsSettings,
     VerifiedPeer,
@@ -34,6 +35,7 @@ __all__ = [
     "KeyConfig",
     "OhttpClient",
     "OhttpServer",
+    "PeerVerifier",
     "RaTlsFormat",
     "RaTlsSettings",
     "ResponseContext",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
@@ -61,6 +61,7 @@ __all__ = [
     "MAX_CERTIFICATE_SIZE",
     "OPEN_ENCLAVE_OID",
     "AttestedCertificate",
+    "PeerVerifier",
     "RaTlsFormat",
     "RaTlsSettings",
     "VerifiedPeer",
@@ -337,3 +338,49 @@ def verify_peer_certificate(
     # 8. Appraisal.
     policy.appraise(verified)
     return VerifiedPeer(verified, found, key, cert, claims_nonce)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class PeerVerifier:
+    """What the verifying side of an RA-TLS connection needs, kept together: collateral, policy, roots, clock.
+
+    One instance serves many connections: its :class:`QuoteVerifier` caches the collateral checks (and a
+    :class:`~enklave.attestation.sources.CachingCollateralSource` in front of a remote source avoids refetching),
+    so that after the first connection a verification costs the quote's own signatures. ``clock`` gives the
+    time certificates and collateral are checked at; inside an enclave it comes from the host, so a policy that
+    matters should also pin a nonce. Thread-safe as far as its parts are (the verifier and the caching source
+    are).
+    """
+
+    def __init__(
+        self,
+        *,
+        collateral_source: CollateralSource,
+        policy: Policy,
+        roots: Sequence[TrustedRoot] | None = None,
+        verifier: QuoteVerifier | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        if verifier is not None and roots is not None:
+            raise UsageError("pass roots or a verifier (which has its own roots), not both")
+        self.collateral_source = collateral_source
+        self.policy = policy
+        self.quote_verifier = verifier if verifier is not None else QuoteVerifier(roots)
+        self._clock = clock
+
+    def verify(self, cert_der: bytes, *, nonce: bytes | None = None) -> VerifiedPeer:
+        """Verify a peer's certificate (DER) with :func:`verify_peer_certificate` at the clock's time.
+
+        Raises what :func:`verify_peer_certificate` raises.
+        """
+        return verify_peer_certificate(
+            cert_der,
+            collateral_source=self.collateral_source,
+            policy=self.policy,
+            now=self._clock(),
+            nonce=nonce,
+            verifier=self.quote_verifier,
+        )
