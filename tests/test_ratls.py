@@ -152,6 +152,25 @@ def test_gramine_legacy_certificate_built_from_the_layout(
     assert peer.nonce is None
 
 
+@pytest.mark.parametrize(
+    ("curve", "hash_id", "hash_name"),
+    [(ec.SECP384R1(), 1, "sha256"), (ec.SECP384R1(), 7, "sha384"), (ec.SECP256R1(), 8, "sha512")],
+)
+def test_gramine_dice_certificate_built_from_the_layout(
+    platform: SimulatedPlatform, curve: ec.EllipticCurve, hash_id: int, hash_name: str
+) -> None:
+    """Gramine 1.8's format written with plain cbor2, not enklave's encoder: tag 60000 over [quote, claims]."""
+    key = ec.generate_private_key(curve)
+    pubkey_hash = cbor2.dumps([hash_id, hashlib.new(hash_name, _spki(key)).digest()])
+    claims = cbor2.dumps({"pubkey-hash": pubkey_hash, "nonce": b"gramine nonce"})
+    quote = platform.get_quote(hashlib.sha256(claims).digest())
+    extension = cbor2.dumps(cbor2.CBORTag(60000, [quote, claims]))
+    peer = _verify(_self_signed(key, [(DICE_EVIDENCE_OID, extension)]), nonce=b"gramine nonce")
+    assert peer.format is RaTlsFormat.DICE
+    assert peer.nonce == b"gramine nonce"
+    assert peer.mr_enclave == MR_ENCLAVE
+
+
 def test_gramine_legacy_quote_over_another_key_is_rejected(platform: SimulatedPlatform) -> None:
     key, other = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
     quote = platform.get_quote(hashlib.sha256(_spki(other)).digest())
