@@ -27,10 +27,21 @@ from enklave.channels.ratls import (
     create_attested_certificate,
     verify_peer_certificate,
 )
+from enklave.channels.tls import (
+    AttestedConnection,
+    AttestedTransport,
+    accept,
+    client_context,
+    connect,
+    server_context,
+    wrap_client,
+)
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "AttestedCertificate",
+    "AttestedConnection",
+    "AttestedTransport",
     "ClientContext",
     "KeyConfig",
     "OhttpClient",
@@ -41,6 +52,11 @@ __all__ = [
     "ResponseContext",
     "SymmetricSuite",
     "VerifiedPeer",
+    "accept",
+    "client_context",
+    "connect",
     "create_attested_certificate",
+    "server_context",
     "verify_peer_certificate",
+    "wrap_client",
 ]
