@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from cryptography.x509.oid import NameOID
@@ -9,7 +10,7 @@ from cryptography.x509.oid import NameOID
 from enklave.errors import InvalidQuote
 from enklave.sgx.pck import PckExtension
 from enklave.sgx.quote import Quote
-from enklave.sgx.views import pck_certificates
+from enklave.sgx.views import pck_certificates_from_pem
 
 __all__ = ["CollateralRequest", "collateral_request"]
 
@@ -30,9 +31,20 @@ def collateral_request(quote: Quote) -> CollateralRequest:
 
     Raises :class:`InvalidQuote` when the quote carries no PCK chain or an unknown PCK CA issued it.
     """
-    certs = pck_certificates(quote)
-    if not certs:
+    pem = quote.pck_chain_pem
+    if pem is None:
         raise InvalidQuote("the quote carries no PCK certificate chain (certification data type 5)")
+    return _request_for_chain(bytes(pem))
+
+
+# Every quote of a platform carries the same PCK chain, and parsing it (PEM, X.509, Intel's SGX extension) costs
+# more than the rest of a cached verification; remembering the answer per chain keeps connections and attestation
+# requests after the first from paying it again. Only successful parses are remembered.
+@functools.lru_cache(maxsize=64)
+def _request_for_chain(pem: bytes) -> CollateralRequest:
+    certs = pck_certificates_from_pem(pem)
+    if not certs:
+        raise InvalidQuote("the quote's PCK certificate chain holds no certificate")
     leaf = certs[0]
     names = leaf.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
     issuer = str(names[0].value) if names else ""

@@ -343,6 +343,7 @@ class OhttpServer:
         *,
         kem_id: int = _hpke.KEM_X25519_HKDF_SHA256,
         suites: tuple[SymmetricSuite, ...] = (),
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> OhttpServer:
         """Create a server with a fresh key pair; ``suites`` defaults to every supported AEAD with HKDF-SHA256."""
         private_key = _hpke.generate_private_key(kem_id)
@@ -351,7 +352,7 @@ class OhttpServer:
             for a in (_hpke.AEAD_AES_128_GCM, _hpke.AEAD_AES_256_GCM, _hpke.AEAD_CHACHA20_POLY1305)
         )
         config = KeyConfig(key_id, kem_id, _hpke.public_key_from_private(kem_id, private_key), offered)
-        return cls(config, private_key)
+        return cls(config, private_key, max_message_size=max_message_size)
 
     def decapsulate_request(self, encapsulated: bytes) -> tuple[bytes, ResponseContext]:
         """Decrypt an encapsulated request; return ``(request, context for the response)`` (RFC 9458 §4.3).

@@ -11,7 +11,13 @@ from enklave.sgx.pck import PckExtension
 from enklave.sgx.quote import CertificationDataType, Quote
 from enklave.sgx.report import ReportBody
 
-__all__ = ["pck_extension_to_dict", "quote_to_dict", "report_body_to_dict"]
+__all__ = [
+    "pck_certificates",
+    "pck_certificates_from_pem",
+    "pck_extension_to_dict",
+    "quote_to_dict",
+    "report_body_to_dict",
+]
 
 
 def report_body_to_dict(body: ReportBody) -> dict[str, Any]:
@@ -60,8 +66,11 @@ def pck_extension_to_dict(pck: PckExtension) -> dict[str, Any]:
 def pck_certificates(quote: Quote) -> list[x509.Certificate]:
     """The PCK chain the quote carries (certification data type 5), parsed; empty for other types."""
     pem = quote.pck_chain_pem
-    if pem is None:
-        return []
+    return [] if pem is None else pck_certificates_from_pem(pem)
+
+
+def pck_certificates_from_pem(pem: bytes) -> list[x509.Certificate]:
+    """A PCK chain in PEM, parsed; raises :class:`InvalidQuote` when it is not PEM certificates."""
     try:
         return x509.load_pem_x509_certificates(pem)
     except ValueError as exc:
