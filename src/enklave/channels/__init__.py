@@ -4,7 +4,10 @@
 (RFC 9180): key configurations whose hash can be bound into attestation report data, request encapsulation for
 clients, and request decapsulation plus response encapsulation for the gateway inside the enclave.
 :mod:`enklave.channels.ratls` creates attested certificates inside an enclave (TCG DICE tagged evidence, and the
-legacy Gramine extension) and verifies the three formats a peer may present (with Open Enclave's).
+legacy Gramine extension) and verifies the three formats a peer may present (with Open Enclave's);
+:mod:`enklave.channels.tls` carries it over sockets and httpx, and :mod:`enklave.channels.engine` runs TLS 1.3 on
+memory buffers for TLS that ends inside the enclave. :mod:`enklave.channels.ohttp_attested` binds a gateway's key
+configurations into its attestation evidence and encapsulates Binary HTTP (RFC 9292) requests to it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,18 @@ from enklave.channels.ohttp import (
     OhttpServer,
     ResponseContext,
     SymmetricSuite,
+)
+from enklave.channels.ohttp_attested import (
+    AttestedOhttpClient,
+    BhttpRequest,
+    BhttpResponse,
+    EncapsulatedRequest,
+    GatewayVerifier,
+    KeyConfigEvidence,
+    OhttpGateway,
+    VerifiedKeyConfig,
+    key_config_report_data,
+    verify_key_config_evidence,
 )
 from enklave.channels.ratls import (
     AttestedCertificate,
@@ -41,22 +56,32 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "AttestedCertificate",
     "AttestedConnection",
+    "AttestedOhttpClient",
     "AttestedTransport",
+    "BhttpRequest",
+    "BhttpResponse",
     "ClientContext",
+    "EncapsulatedRequest",
+    "GatewayVerifier",
     "KeyConfig",
+    "KeyConfigEvidence",
     "OhttpClient",
+    "OhttpGateway",
     "OhttpServer",
     "PeerVerifier",
     "RaTlsFormat",
     "RaTlsSettings",
     "ResponseContext",
     "SymmetricSuite",
+    "VerifiedKeyConfig",
     "VerifiedPeer",
     "accept",
     "client_context",
     "connect",
     "create_attested_certificate",
+    "key_config_report_data",
     "server_context",
+    "verify_key_config_evidence",
     "verify_peer_certificate",
     "wrap_client",
 ]
