@@ -26,6 +26,7 @@ PUBLIC_MODULES = [
     "enklave.services.kbs",
     "enklave.services.storage",
     "enklave.channels",
+    "enklave.channels.relay",
 ]
 
 

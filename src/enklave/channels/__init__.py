@@ -6,7 +6,8 @@ clients, and request decapsulation plus response encapsulation for the gateway i
 :mod:`enklave.channels.ratls` creates attested certificates inside an enclave (TCG DICE tagged evidence, and the
 legacy Gramine extension) and verifies the three formats a peer may present (with Open Enclave's);
 :mod:`enklave.channels.tls` carries it over sockets and httpx, and :mod:`enklave.channels.engine` runs TLS 1.3 on
-memory buffers for TLS that ends inside the enclave. :mod:`enklave.channels.ohttp_attested` binds a gateway's key
+memory buffers for TLS that ends inside the enclave, whose host only relays records
+(:mod:`enklave.channels.relay`). :mod:`enklave.channels.ohttp_attested` binds a gateway's key
 configurations into its attestation evidence and encapsulates Binary HTTP (RFC 9292) requests to it.
 """
 
@@ -42,6 +43,7 @@ from enklave.channels.ratls import (
     create_attested_certificate,
     verify_peer_certificate,
 )
+from enklave.channels.relay import HttpLimits, SessionHandler, TlsRelay, TlsSessions
 from enklave.channels.tls import (
     AttestedConnection,
     AttestedTransport,
@@ -63,6 +65,7 @@ __all__ = [
     "ClientContext",
     "EncapsulatedRequest",
     "GatewayVerifier",
+    "HttpLimits",
     "KeyConfig",
     "KeyConfigEvidence",
     "OhttpClient",
@@ -72,7 +75,10 @@ __all__ = [
     "RaTlsFormat",
     "RaTlsSettings",
     "ResponseContext",
+    "SessionHandler",
     "SymmetricSuite",
+    "TlsRelay",
+    "TlsSessions",
     "VerifiedKeyConfig",
     "VerifiedPeer",
     "accept",
