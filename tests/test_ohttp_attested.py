@@ -70,6 +70,7 @@ from enklave.platform.simulated import SimulatedCollateralSource, SimulatedPlatf
 from enklave.runtime.bundle import Bundle, sign_bundle, write_bundle
 from enklave.runtime.signing import generate_signing_key
 from enklave.sgx.report import AttributeFlags, Attributes, ReportBody
+from memory_scan import found_in_snapshot, snapshot_memory
 from service_fixtures import enklave_home, serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -706,40 +707,6 @@ print(json.dumps({"marker": marker.hex(), "sent": sent.message[-32:].hex(), "rec
 """
 
 
-def _snapshot_memory(path: Path) -> int:
-    """Copy the readable and writable memory of this process to ``path``; returns the byte count."""
-    regions = []
-    for line in Path("/proc/self/maps").read_text().splitlines():
-        fields = line.split()
-        if fields[1].startswith("rw"):
-            start, end = (int(value, 16) for value in fields[0].split("-"))
-            regions.append((start, end))
-    total = 0
-    with open("/proc/self/mem", "rb", buffering=0) as memory, path.open("wb") as out:
-        for start, end in regions:
-            for offset in range(start, end, 1 << 20):
-                try:
-                    memory.seek(offset)
-                    data = memory.read(min(1 << 20, end - offset))
-                except OSError:
-                    continue
-                out.write(data)
-                total += len(data)
-    return total
-
-
-def _found(path: Path, needles: dict[str, bytes]) -> set[str]:
-    overlap = max(len(needle) for needle in needles.values()) - 1
-    found: set[str] = set()
-    tail = b""
-    with path.open("rb") as snapshot:
-        while chunk := snapshot.read(8 << 20):
-            window = tail + chunk
-            found.update(name for name, needle in needles.items() if needle in window)
-            tail = window[-overlap:]
-    return found
-
-
 def test_the_host_process_never_holds_the_plaintext(
     relay_url: str, bundle: tuple[Path, Bundle], tmp_path: Path
 ) -> None:
@@ -754,7 +721,7 @@ def test_the_host_process_never_holds_the_plaintext(
         assert client.stdin is not None and client.stdout is not None and client.stderr is not None
         # 1. The request went through and the client waits; snapshot before this process learns the marker.
         assert client.stdout.readline() == b"ready\n", client.stderr.read().decode()
-        assert _snapshot_memory(tmp_path / "memory") > 1 << 20
+        assert snapshot_memory(tmp_path / "memory") > 1 << 20
         # 2. Learn what to look for, then search the snapshot.
         client.stdin.write(b"go\n")
         client.stdin.flush()
@@ -763,7 +730,7 @@ def test_the_host_process_never_holds_the_plaintext(
         secrets = {"marker": marker, "marker hex": marker.hex().encode()}
         # Control: the same scan finds what the host did hold, the encapsulated bytes it relayed each way.
         relayed = {"request": bytes.fromhex(facts["sent"]), "response": bytes.fromhex(facts["received"])}
-        found = _found(tmp_path / "memory", {**secrets, **relayed})
+        found = found_in_snapshot(tmp_path / "memory", {**secrets, **relayed})
         assert found & set(secrets) == set()
         assert found >= set(relayed)
     finally:

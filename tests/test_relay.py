@@ -43,6 +43,7 @@ from enklave.platform.simulated import SimulatedCollateralSource, SimulatedPlatf
 from enklave.runtime.bundle import Bundle, sign_bundle, write_bundle
 from enklave.runtime.signing import load_signing_key
 from enklave.sgx.report import ReportBody
+from memory_scan import found_in_snapshot, snapshot_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "https_echo"
@@ -481,40 +482,6 @@ sys.stdin.readline()
 """
 
 
-def _snapshot_memory(path: Path) -> int:
-    """Copy every readable and writable region of this process's memory to ``path``; returns the byte count."""
-    regions = []
-    for line in Path("/proc/self/maps").read_text().splitlines():
-        fields = line.split()
-        if fields[1].startswith("rw"):
-            start, end = (int(value, 16) for value in fields[0].split("-"))
-            regions.append((start, end))
-    total = 0
-    with open("/proc/self/mem", "rb", buffering=0) as memory, path.open("wb") as out:
-        for start, end in regions:
-            for offset in range(start, end, 1 << 20):
-                try:
-                    memory.seek(offset)
-                    data = memory.read(min(1 << 20, end - offset))
-                except OSError:
-                    continue
-                out.write(data)
-                total += len(data)
-    return total
-
-
-def _found(path: Path, needles: dict[str, bytes]) -> set[str]:
-    overlap = max(len(needle) for needle in needles.values()) - 1
-    found: set[str] = set()
-    tail = b""
-    with path.open("rb") as snapshot:
-        while chunk := snapshot.read(8 << 20):
-            window = tail + chunk
-            found.update(name for name, needle in needles.items() if needle in window)
-            tail = window[-overlap:]
-    return found
-
-
 def test_the_host_process_never_holds_the_plaintext_or_the_private_key(
     proof: tuple[host.Enclave, Bundle], relay: int, tmp_path: Path
 ) -> None:
@@ -535,7 +502,7 @@ def test_the_host_process_never_holds_the_plaintext_or_the_private_key(
         # 1. The client got its echo and waits, connection open; it has printed nothing else yet.
         assert client.stdout.readline() == b"ready\n", client.stderr.read().decode()
         # 2. Snapshot this process's memory before it learns the marker or the key.
-        size = _snapshot_memory(tmp_path / "memory")
+        size = snapshot_memory(tmp_path / "memory")
         assert size > 1 << 20
         # 3. Now learn what to look for: the marker from the client, the key through the test-only ecall.
         client.stdin.write(b"go\n")
@@ -555,7 +522,7 @@ def test_the_host_process_never_holds_the_plaintext_or_the_private_key(
             "relayed records in": bytes.fromhex(facts["sent"]),
             "relayed records out": bytes.fromhex(facts["received"]),
         }
-        found = _found(tmp_path / "memory", {**secrets, **relayed})
+        found = found_in_snapshot(tmp_path / "memory", {**secrets, **relayed})
         assert found & set(secrets) == set()
         assert found >= set(relayed)
         client.stdin.write(b"bye\n")

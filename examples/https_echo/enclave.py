@@ -9,10 +9,8 @@ they carry are bounded by ``MaxSize``, checked here before any of them runs.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from enklave import enclave
-from enklave.channels.relay import MAX_FEED, TlsSessions
+from enklave.channels.relay import TlsSessions
 
 
 def echo(
@@ -27,24 +25,8 @@ def echo(
 
 # Requests are bounded (16 KiB of headers, 1 MiB of body, by default); so is the number of sessions.
 SESSIONS = TlsSessions.http(echo)
-
-
-@enclave.ecall
-def tls_open() -> int:
-    """Start a TLS session for a new connection; returns its id."""
-    return SESSIONS.open()
-
-
-@enclave.ecall
-def tls_feed(session: int, records: Annotated[bytes, enclave.MaxSize(MAX_FEED)]) -> bytes:
-    """Records from the client in, records for the client out: the host never sees what they carry."""
-    return SESSIONS.feed(session, records)
-
-
-@enclave.ecall
-def tls_close(session: int) -> bytes:
-    """End a session (the client left); returns its last records (close_notify or an alert)."""
-    return SESSIONS.close(session)
+# tls_open, tls_feed (records bounded by MaxSize(MAX_FEED)) and tls_close: all that the host's relay calls.
+SESSIONS.declare_ecalls()
 
 
 @enclave.ecall

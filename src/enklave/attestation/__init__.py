@@ -7,6 +7,7 @@ collateral checks) and :class:`EnclavePolicy` (``EnclavePolicy(...).appraise(ver
 
 from __future__ import annotations
 
+from enklave.attestation.appraiser import Appraiser, verify_with_collateral
 from enklave.attestation.collateral import QeIdentity, QuoteCollateral, TcbInfo, TcbLevel, TcbStatus
 from enklave.attestation.evidence import CollateralRequest, collateral_request
 from enklave.attestation.policy import AllOf, AnyOf, EnclavePolicy, Policy, UnsafeNoPolicy
@@ -36,6 +37,7 @@ from enklave.attestation.verify import QuoteVerifier, verify_quote
 __all__ = [
     "AllOf",
     "AnyOf",
+    "Appraiser",
     "CachingCollateralSource",
     "CollateralRequest",
     "CollateralSource",
@@ -66,4 +68,5 @@ __all__ = [
     "sgx_claims",
     "unsigned_token",
     "verify_quote",
+    "verify_with_collateral",
 ]

@@ -20,12 +20,12 @@ encapsulated messages, :class:`~enklave.errors.UsageError` for caller mistakes.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import InitVar, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
-from enklave.attestation.evidence import collateral_request
+from enklave.attestation.appraiser import Appraiser, verify_with_collateral
 from enklave.attestation.policy import Policy
 from enklave.attestation.sources import CollateralSource
 from enklave.attestation.trust import TrustedRoot
@@ -178,9 +178,7 @@ def verify_key_config_evidence(
             raise BindingError("the key evidence was made for another nonce (stale or replayed)")
 
     # 3. DCAP verification.
-    request = collateral_request(quote)
-    collateral = collateral_source.fetch(request.fmspc, request.ca)
-    verified = quote_verifier.verify(quote, collateral, now=now)
+    verified = verify_with_collateral(quote, collateral_source, quote_verifier, now)
 
     # 4. The quote binds exactly these key configurations and this nonce.
     expected = key_config_report_data(parsed.key_configs, parsed.nonce)
@@ -194,32 +192,12 @@ def verify_key_config_evidence(
     return VerifiedKeyConfig(_choose(configs, key_id), configs, verified, parsed, _VERIFIER_TOKEN)
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-class GatewayVerifier:
-    """What a client needs to verify gateway key evidence, kept together: collateral, policy, roots, clock.
+class GatewayVerifier(Appraiser):
+    """Verifies gateway key evidence with long-lived parts: collateral, policy, roots or verifier, clock.
 
     One instance serves many verifications (its :class:`QuoteVerifier` caches collateral checks), e.g. when a
-    gateway restarts with a new key. Raises :class:`UsageError` when both ``roots`` and ``verifier`` are given.
+    gateway restarts with a new key. See :class:`~enklave.attestation.appraiser.Appraiser` for the arguments.
     """
-
-    def __init__(
-        self,
-        *,
-        collateral_source: CollateralSource,
-        policy: Policy,
-        roots: Sequence[TrustedRoot] | None = None,
-        verifier: QuoteVerifier | None = None,
-        clock: Callable[[], datetime] = _utc_now,
-    ) -> None:
-        if verifier is not None and roots is not None:
-            raise UsageError("pass roots or a verifier (which has its own roots), not both")
-        self.collateral_source = collateral_source
-        self.policy = policy
-        self.quote_verifier = verifier if verifier is not None else QuoteVerifier(roots)
-        self._clock = clock
 
     def verify(
         self, evidence: bytes | KeyConfigEvidence, *, nonce: bytes | None = None, key_id: int | None = None
@@ -229,7 +207,7 @@ class GatewayVerifier:
             evidence,
             collateral_source=self.collateral_source,
             policy=self.policy,
-            now=self._clock(),
+            now=self.clock(),
             verifier=self.quote_verifier,
             nonce=nonce,
             key_id=key_id,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from enklave.attestation.evidence import collateral_request
+from enklave.attestation.appraiser import Appraiser, verify_with_collateral
 from enklave.attestation.policy import Policy
 from enklave.attestation.sources import CollateralSource
 from enklave.attestation.trust import TrustedRoot
@@ -294,9 +294,7 @@ def verify_peer_certificate(
     quote = Quote.from_bytes(quote_bytes)
 
     # 3. Collateral and DCAP verification.
-    request = collateral_request(quote)
-    collateral = collateral_source.fetch(request.fmspc, request.ca)
-    verified = verifier.verify(quote, collateral, now=now)
+    verified = verify_with_collateral(quote, collateral_source, verifier, now)
     report_data = bytes(verified.report_data)
 
     # 4. The key binding of the format found.
@@ -340,36 +338,14 @@ def verify_peer_certificate(
     return VerifiedPeer(verified, found, key, cert, claims_nonce)
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-class PeerVerifier:
-    """What the verifying side of an RA-TLS connection needs, kept together: collateral, policy, roots, clock.
+class PeerVerifier(Appraiser):
+    """Verifies RA-TLS peer certificates with long-lived parts: collateral, policy, roots or verifier, clock.
 
     One instance serves many connections: its :class:`QuoteVerifier` caches the collateral checks (and a
     :class:`~enklave.attestation.sources.CachingCollateralSource` in front of a remote source avoids refetching),
-    so that after the first connection a verification costs the quote's own signatures. ``clock`` gives the
-    time certificates and collateral are checked at; inside an enclave it comes from the host, so a policy that
-    matters should also pin a nonce. Thread-safe as far as its parts are (the verifier and the caching source
-    are).
+    so that after the first connection a verification costs the quote's own signatures. See
+    :class:`~enklave.attestation.appraiser.Appraiser` for the arguments.
     """
-
-    def __init__(
-        self,
-        *,
-        collateral_source: CollateralSource,
-        policy: Policy,
-        roots: Sequence[TrustedRoot] | None = None,
-        verifier: QuoteVerifier | None = None,
-        clock: Callable[[], datetime] = _utc_now,
-    ) -> None:
-        if verifier is not None and roots is not None:
-            raise UsageError("pass roots or a verifier (which has its own roots), not both")
-        self.collateral_source = collateral_source
-        self.policy = policy
-        self.quote_verifier = verifier if verifier is not None else QuoteVerifier(roots)
-        self._clock = clock
 
     def verify(self, cert_der: bytes, *, nonce: bytes | None = None) -> VerifiedPeer:
         """Verify a peer's certificate (DER) with :func:`verify_peer_certificate` at the clock's time.
@@ -380,7 +356,7 @@ class PeerVerifier:
             cert_der,
             collateral_source=self.collateral_source,
             policy=self.policy,
-            now=self._clock(),
+            now=self.clock(),
             nonce=nonce,
             verifier=self.quote_verifier,
         )

@@ -6,18 +6,8 @@ a :class:`TlsSessions` (enclave side)::
 
     # enclave.py
     SESSIONS = TlsSessions.http(handle)     # handle(method, target, headers, body) -> (status, headers, body)
-
-    @enclave.ecall
-    def tls_open() -> int:
-        return SESSIONS.open()
-
-    @enclave.ecall
-    def tls_feed(session: int, records: Annotated[bytes, enclave.MaxSize(MAX_FEED)]) -> bytes:
-        return SESSIONS.feed(session, records)
-
-    @enclave.ecall
-    def tls_close(session: int) -> bytes:
-        return SESSIONS.close(session)
+    SESSIONS.declare_ecalls()               # tls_open() -> int, tls_feed(session, records) -> bytes,
+                                            # tls_close(session) -> bytes
 
     # host.py
     with host.load(bundle) as enclave, serve(enclave, "0.0.0.0", 8443) as relay:
@@ -37,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Final, Protocol
+from typing import Annotated, Final, Protocol
 
 from enklave.channels._relay_host import READ_SIZE, TlsRelay, serve
 from enklave.channels._relay_http import HttpApp, HttpLimits, HttpSession
@@ -48,6 +38,8 @@ from enklave.channels.ratls import (
     VerifiedPeer,
     create_attested_certificate,
 )
+from enklave.enclave import MaxSize
+from enklave.enclave import ecall as _declare_ecall
 from enklave.enclave import platform as _enclave_platform
 from enklave.errors import BoundaryError, ChannelError, UsageError
 
@@ -65,7 +57,7 @@ __all__ = [
 ]
 
 #: The default bound on the records one feed call carries (declare the same ``MaxSize`` on the ecall).
-MAX_FEED: Final = 256 * 1024
+MAX_FEED: Final = 1024 * 1024
 #: The default bound on the number of TLS sessions open at once in one enclave.
 MAX_SESSIONS: Final = 256
 
@@ -171,6 +163,39 @@ class TlsSessions:
         """
         with self._lock:
             return self._current_certificate()
+
+    def declare_ecalls(self, prefix: str = "tls") -> None:
+        """Declare the three ecalls a :class:`TlsRelay` calls, delegating to these sessions.
+
+        They are ``{prefix}_open() -> int``, ``{prefix}_feed(session: int, records: Annotated[bytes,
+        MaxSize(max_feed)]) -> bytes`` and ``{prefix}_close(session: int) -> bytes``; the records' bound is
+        checked at the boundary, before any of them runs. Call it once, when the enclave module is imported.
+        Raises :class:`UsageError` when a name is already declared or ``prefix`` is not an identifier.
+        """
+        if not prefix.isidentifier():
+            raise UsageError(f"prefix {prefix!r} is not a Python identifier")
+
+        def open_session() -> int:
+            return self.open()
+
+        def feed(session: int, records: bytes) -> bytes:
+            return self.feed(session, records)
+
+        def close(session: int) -> bytes:
+            return self.close(session)
+
+        # Real annotation objects, since the bound is this instance's and get_type_hints cannot see closures.
+        open_session.__annotations__ = {"return": int}
+        feed.__annotations__ = {
+            "session": int,
+            "records": Annotated[bytes, MaxSize(self._max_feed)],
+            "return": bytes,
+        }
+        close.__annotations__ = {"session": int, "return": bytes}
+        for suffix, function in (("open", open_session), ("feed", feed), ("close", close)):
+            function.__name__ = function.__qualname__ = f"{prefix}_{suffix}"
+            function.__doc__ = f"The TLS relay's {suffix} call, delegated to TlsSessions.{suffix}."
+            _declare_ecall(function)
 
     def __len__(self) -> int:
         """The number of sessions in the table (open, or ended and not yet closed)."""
