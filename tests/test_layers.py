@@ -20,7 +20,7 @@ LAYERS = {
     "sealing": 3.5,
     "runtime": 4, "enclave": 4, "host": 4, "deploy": 4,
     "channels": 5,
-    "services": 6, "apps": 6,
+    "services": 6, "apps": 6, "inference": 6,
     "cli": 7, "__main__": 7, "__init__": 7,
 }  # fmt: skip
 
