@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from enklave import host
-from enklave.runtime.bundle import sign_bundle, write_bundle
+from enklave.errors import EnklaveError
+from enklave.runtime.bundle import Bundle, load_bundle, sign_bundle, write_bundle
 from enklave.runtime.config import CONFIG_FILENAME
 from enklave.runtime.signing import load_or_create_signing_key
 from enklave.services.storage import Storage
@@ -63,8 +64,27 @@ def sign_packaged_enclave(
         bundle = sign_bundle(source / CONFIG_FILENAME, key)
     path = data_dir / "enclave" / bundle_name
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_bundle(bundle, path)
+    if not _same_enclave(path, bundle):
+        write_bundle(bundle, path)
     return path
+
+
+def _same_enclave(path: Path, bundle: Bundle) -> bool:
+    """Whether ``path`` already holds a valid bundle of the same enclave (MRENCLAVE and MRSIGNER).
+
+    Re-signing an unchanged enclave changes only the SIGSTRUCT date, which enklave's measurement ignores but
+    Gramine does not (it measures the bundle file as a trusted file): keeping the earlier bundle keeps MRENCLAVE
+    stable across restarts on other days, so state sealed to it still unseals.
+    """
+    if not path.is_file():
+        return False
+    try:
+        existing = load_bundle(path)
+    except EnklaveError:
+        return False  # Damaged or foreign: replace it.
+    return hmac.compare_digest(bytes(existing.mr_enclave), bytes(bundle.mr_enclave)) and hmac.compare_digest(
+        bytes(existing.mr_signer), bytes(bundle.mr_signer)
+    )
 
 
 def start_sealed(
