@@ -27,6 +27,10 @@ PUBLIC_MODULES = [
     "enklave.services.storage",
     "enklave.channels",
     "enklave.channels.relay",
+    "enklave.inference",
+    "enklave.inference.client",
+    "enklave.inference.protocol",
+    "enklave.inference.service",
 ]
 
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from enklave.errors import BadDataError, BoundaryError, UsageError, VerificationError
-from enklave.inference._i2_batching import Batcher, Job
+from enklave.inference._batching import Batcher, Job
 from enklave.inference.model_format import (
     MAGIC,
     NONCE_SIZE,

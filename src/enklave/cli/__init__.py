@@ -19,7 +19,10 @@ from enklave.cli.build import build
 from enklave.cli.collateral import collateral
 from enklave.cli.demo import demo
 from enklave.cli.enclave import info, sign, signerid, uniqueid
+from enklave.cli.infer import infer
+from enklave.cli.inference import inference
 from enklave.cli.kbs import kbs
+from enklave.cli.model import model
 from enklave.cli.quote import quote
 from enklave.cli.sim import sim
 
@@ -54,6 +57,9 @@ cli.add_command(new)
 cli.add_command(run)
 cli.add_command(attestation_service)
 cli.add_command(kbs)
+cli.add_command(inference)
+cli.add_command(infer)
+cli.add_command(model)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,4 +7,39 @@ only after attestation, from the key broker or from the model owner through an e
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from enklave.inference.app import Serving, build_app, create_app, serving
+from enklave.inference.client import AsyncClient, Attestation, Client, UploadResult
+from enklave.inference.model_format import ModelHeader, decrypt_model, encrypt_model, read_header
+from enklave.inference.protocol import InferInput, InferOutput, InferRequest, InferResponse, Limits
+from enklave.inference.repository import ModelInfo, ModelRepository
+from enklave.inference.router import Router, RouterSettings
+from enklave.inference.runner import ModelRunner, TensorSpec
+from enklave.inference.service import InferenceConfig, InferenceService
+
+__all__ = [
+    "AsyncClient",
+    "Attestation",
+    "Client",
+    "InferInput",
+    "InferOutput",
+    "InferRequest",
+    "InferResponse",
+    "InferenceConfig",
+    "InferenceService",
+    "Limits",
+    "ModelHeader",
+    "ModelInfo",
+    "ModelRepository",
+    "ModelRunner",
+    "Router",
+    "RouterSettings",
+    "Serving",
+    "TensorSpec",
+    "UploadResult",
+    "build_app",
+    "create_app",
+    "decrypt_model",
+    "encrypt_model",
+    "read_header",
+    "serving",
+]

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from enklave._json import strict_loads
 from enklave.errors import BoundaryError, UsageError
-from enklave.inference._i1_messages import (
+from enklave.inference._protocol_messages import (
     InferInput,
     InferOutput,
     InferRequest,
@@ -40,7 +40,7 @@ from enklave.inference._i1_messages import (
     check_name,
     check_parameters,
 )
-from enklave.inference._i1_wire import (
+from enklave.inference._protocol_wire import (
     BINARY_CONTENT_TYPE,
     HEADER_LENGTH,
     JSON_CONTENT_TYPE,

@@ -12,7 +12,7 @@ ONNX Runtime's own text (which can quote the model's internals).
 
 When every input and output has a symbolic first dimension (the batch dimension), calls that arrive while the
 model is busy are merged along it into one session run, up to ``max_batch`` rows and ``max_delay_ms`` of waiting
-(see :mod:`enklave.inference._i2_batching`); results are split back by rows, so each caller gets exactly what a
+(see :mod:`enklave.inference._batching`); results are split back by rows, so each caller gets exactly what a
 run of its own request returns. A call that finds the model idle runs at once.
 """
 
@@ -29,7 +29,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from enklave.errors import BoundaryError, UsageError
-from enklave.inference._i2_batching import Batcher, Job
+from enklave.inference._batching import Batcher, Job
 
 __all__ = ["MAX_DELAY_MS", "ModelRunner", "RunnerStats", "TensorSpec"]
 

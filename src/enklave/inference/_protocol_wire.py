@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from enklave._json import strict_loads
 from enklave.errors import BoundaryError
-from enklave.inference._i1_messages import MAX_NAME, MAX_PARAMETERS
+from enklave.inference._protocol_messages import MAX_NAME, MAX_PARAMETERS
 from enklave.inference.tensors import (
     DATATYPES,
     Array,

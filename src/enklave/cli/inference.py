@@ -1,0 +1,162 @@
+"""``enklave inference serve``: run the confidential inference service (ONNX Runtime in an enclave) with uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from enklave._home import data_home
+from enklave.cli._serve import ServeOptions
+from enklave.cli._serve import serve as serve_service
+from enklave.errors import ConfigError, UsageError
+from enklave.inference.app import create_app
+from enklave.inference.service import InferenceConfig, InferenceService
+from enklave.runtime.config import parse_size
+
+__all__ = ["inference"]
+
+DEFAULT_PORT = 8080
+
+
+@click.group("inference")
+def inference() -> None:
+    """The confidential inference service: ONNX Runtime in an enclave, Open Inference Protocol over attested OHTTP.
+
+    Clients verify the enclave's attestation, then send KServe v2 requests encrypted to a key that only the enclave
+    holds; models arrive encrypted and their keys only after attestation.
+    """
+
+
+def _size(value: str, option: str) -> int:
+    try:
+        size = parse_size(value, option)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if size <= 0:
+        raise UsageError(f"{option} must be positive")
+    return size
+
+
+@inference.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535), help="TCP port."
+)
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Data directory: the signed enclave and its signing key (default: $ENKLAVE_HOME/inference).",
+)  # fmt: skip
+@click.option(
+    "--storage", "storage_url", default=None,
+    help="sqlite:///abs/path.db (default: state.db in the data directory) or postgresql://...",
+)  # fmt: skip
+@click.option(
+    "--mode", type=click.Choice(["sim", "sgx", "auto"]), default="auto", show_default=True,
+    help="Run the enclave in simulation, on SGX, or on SGX when present.",
+)  # fmt: skip
+@click.option(
+    "--owner-token", envvar="ENKLAVE_INFERENCE_OWNER_TOKEN", default=None,
+    help="Bearer token of the model owner: uploads, listing, deletion, model keys (env "
+    "ENKLAVE_INFERENCE_OWNER_TOKEN; none: model management disabled).",
+)  # fmt: skip
+@click.option(
+    "--api-key", envvar="ENKLAVE_INFERENCE_API_KEY", default=None,
+    help="Bearer token that inference needs, checked inside the enclave (env ENKLAVE_INFERENCE_API_KEY; "
+    "none: open).",
+)  # fmt: skip
+@click.option(
+    "--attestation-url", default=None, help="Attestation service for the key release flow and tokens."
+)
+@click.option("--kbs-url", default=None, help="Key broker that releases model keys (and the HPKE seed).")
+@click.option(
+    "--hpke-seed-key", default=None,
+    help="Key broker key holding the gateway's HPKE seed, so that replicas share one key configuration "
+    "(measured into the enclave).",
+)  # fmt: skip
+@click.option(
+    "--max-batch", default=8, show_default=True, type=click.IntRange(1, 1024),
+    help="Most requests merged into one ONNX Runtime run (models with a batch dimension).",
+)  # fmt: skip
+@click.option(
+    "--batch-delay-ms", default=2.0, show_default=True, type=click.FloatRange(0, 1000),
+    help="Longest wait for a batch to fill.",
+)  # fmt: skip
+@click.option(
+    "--threads", default=0, show_default=True, type=click.IntRange(0, 1024),
+    help="ONNX Runtime intra-op threads in the enclave (0: the CPU count).",
+)  # fmt: skip
+@click.option("--max-model-size", default="1G", show_default=True, help="Largest model (plaintext bytes).")
+@click.option("--max-total-size", default="2G", show_default=True, help="All loaded models together.")
+@click.option(
+    "--max-models", default=16, show_default=True, type=click.IntRange(1, 4096), help="Models at once."
+)
+@click.option("--max-request-size", default="32M", show_default=True, help="Largest inference request body.")
+@click.option(
+    "--max-tensors", default=64, show_default=True, type=click.IntRange(1, 65536), help="Tensors per request."
+)
+@click.option(
+    "--certfile", type=click.Path(dir_okay=False, exists=True), default=None, help="TLS certificate."
+)
+@click.option(
+    "--keyfile", type=click.Path(dir_okay=False, exists=True), default=None, help="TLS private key."
+)
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    storage_url: str | None,
+    mode: str,
+    owner_token: str | None,
+    api_key: str | None,
+    attestation_url: str | None,
+    kbs_url: str | None,
+    hpke_seed_key: str | None,
+    max_batch: int,
+    batch_delay_ms: float,
+    threads: int,
+    max_model_size: str,
+    max_total_size: str,
+    max_models: int,
+    max_request_size: str,
+    max_tensors: int,
+    certfile: str | None,
+    keyfile: str | None,
+) -> None:
+    """Serve confidential inference (plain HTTP on loopback by default; TLS with --certfile/--keyfile).
+
+    Every request body that matters is encrypted to the enclave: TLS protects the owner token and the upload
+    metadata.
+    """
+    if (certfile is None) != (keyfile is None):
+        raise UsageError("--certfile and --keyfile go together")
+    home = data_home()
+    data = data_dir if data_dir is not None else home / "inference"
+    config = InferenceConfig(
+        data_dir=data,
+        mode=mode,
+        home=home,
+        owner_token=(owner_token or "").strip() or None,
+        api_key=(api_key or "").strip() or None,
+        attestation_url=attestation_url,
+        kbs_url=kbs_url,
+        hpke_seed_key=hpke_seed_key,
+        max_batch=max_batch,
+        batch_delay_ms=batch_delay_ms,
+        threads=threads,
+        max_models=max_models,
+        max_model_bytes=_size(max_model_size, "--max-model-size"),
+        max_total_bytes=_size(max_total_size, "--max-total-size"),
+        max_request_bytes=_size(max_request_size, "--max-request-size"),
+        max_tensors=max_tensors,
+    )
+    options = ServeOptions(host, port, storage_url, mode, None, certfile, keyfile, home, data)
+
+    def banner(service: InferenceService) -> str:
+        info = service.info
+        return (
+            f"inference service: enclave {info.mr_enclave.hex()} ({service.mode} mode), "
+            f"signer {info.mr_signer.hex()}, {len(service.enclave.models()['loaded'])} models loaded"
+        )
+
+    serve_service(options, lambda storage: InferenceService(config, storage), create_app, banner)

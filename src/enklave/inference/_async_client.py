@@ -1,0 +1,244 @@
+"""The asynchronous inference client (re-exported by :mod:`enklave.inference.client`, documented there)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+import numpy as np
+
+from enklave.attestation.policy import Policy
+from enklave.attestation.sources import CollateralSource
+from enklave.attestation.tokens import TokenVerifier
+from enklave.attestation.trust import TrustedRoot
+from enklave.channels.ohttp_attested import (
+    OHTTP_REQUEST_MEDIA_TYPE,
+    BhttpRequest,
+    BhttpResponse,
+)
+from enklave.errors import BadDataError, TransportError, UsageError
+from enklave.inference import _client_messages as msg
+from enklave.inference._client_attest import (
+    MAX_ATTESTATION_ANSWER,
+    Attestation,
+    AttestationMethod,
+    new_nonce,
+)
+from enklave.inference._client_base import (
+    DEFAULT_MAX_REQUEST_SIZE,
+    Base,
+    Pin,
+    Progress,
+    chunks,
+    json_object,
+    model_list,
+)
+from enklave.inference._client_upload import Upload, UploadResult, prepare_container, prepare_model
+from enklave.inference.protocol import Limits
+
+__all__ = ["AsyncClient"]
+
+
+async def _achunks(blob: bytes, progress: Progress | None) -> AsyncIterator[bytes]:
+    for chunk in chunks(blob, progress):
+        yield chunk
+
+
+class AsyncClient(Base):
+    """:class:`Client` for asyncio: the same arguments (``transport`` is an ``httpx.AsyncBaseTransport``) and
+    the same methods, to be awaited. Quote verification runs in a worker thread."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        policy: Policy,
+        collateral_source: CollateralSource | None = None,
+        roots: Sequence[TrustedRoot] | None = None,
+        attestation: AttestationMethod = "dcap",
+        token_verifier: TokenVerifier | None = None,
+        api_key: str | None = None,
+        owner_token: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], datetime] | None = None,
+        limits: Limits | None = None,
+        max_message_size: int = DEFAULT_MAX_REQUEST_SIZE,
+    ) -> None:
+        super().__init__(
+            url, policy=policy, collateral_source=collateral_source, roots=roots, attestation=attestation,
+            token_verifier=token_verifier, api_key=api_key, owner_token=owner_token, timeout=timeout,
+            clock=clock, limits=limits, max_message_size=max_message_size,
+        )  # fmt: skip
+        self._http = httpx.AsyncClient(transport=transport, timeout=self.timeout)
+        self._lock: asyncio.Lock | None = None
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        limit: int,
+        params: Mapping[str, str] | None = None,
+        content: bytes | AsyncIterator[bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, str, bytes]:
+        what = f"{method} {path}"
+        try:
+            async with self._http.stream(
+                method, f"{self.url}{path}", params=params, content=content, headers=headers
+            ) as answer:
+                body = bytearray()
+                async for chunk in answer.aiter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        raise BadDataError(f"{what}: the answer is larger than {limit} bytes")
+                return answer.status_code, answer.headers.get("content-type", ""), bytes(body)
+        except httpx.HTTPError as exc:
+            raise TransportError(f"{what} failed: {type(exc).__name__}") from exc
+
+    async def attest(self) -> Attestation:
+        """See :meth:`Client.attest`."""
+        nonce = new_nonce()
+        status, _, body = await self._call(
+            "GET", msg.ATTESTATION_PATH, limit=MAX_ATTESTATION_ANSWER, params=self._attestation_params(nonce)
+        )
+        # Verification may fetch collateral with a blocking source, and checks signatures: not on the loop.
+        pin = await asyncio.to_thread(self._verify, status, body, nonce)
+        self._pin = pin
+        return pin.attestation
+
+    async def _pinned(self, stale: Pin | None = None) -> Pin:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            # Concurrent requests that met the same rotated key attest once between them.
+            if self._pin is None or self._pin is stale:
+                await self.attest()
+            pin = self._pin
+        if pin is None:  # pragma: no cover - attest() pins or raises.
+            raise UsageError("attestation did not pin a key")
+        return pin
+
+    async def send(self, request: BhttpRequest) -> BhttpResponse:
+        """See :meth:`Client.send`."""
+        pin = await self._pinned()
+        for retry in (True, False):
+            message, context = pin.encapsulator.encapsulate_request(request.to_bytes())
+            status, media_type, body = await self._call(
+                "POST", msg.GATEWAY_PATH, limit=self._max_message_size + 1024, content=message,
+                headers={"content-type": OHTTP_REQUEST_MEDIA_TYPE},
+            )  # fmt: skip
+            response = self._open(status, media_type, body, context, retry)
+            if response is not None:
+                return response
+            pin = await self._pinned(stale=pin)
+        raise TransportError("the gateway refused the request after re-attestation")  # pragma: no cover
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        version: str | int | None = None,
+        outputs: Sequence[str] | None = None,
+        binary: bool = True,
+    ) -> dict[str, np.ndarray]:
+        """See :meth:`Client.infer`."""
+        request = msg.infer_request(
+            model, inputs, version=version, outputs=outputs, binary=binary, api_key=self._api_key
+        )
+        return msg.read_infer(await self.send(request), self._limits, f"infer {model}")
+
+    async def models(self) -> list[dict[str, Any]]:
+        """See :meth:`Client.models`."""
+        response = await self.send(msg.inner_get("/v2/models", api_key=self._api_key))
+        return model_list(msg.read_inner_json(response, "models"))
+
+    async def model_metadata(self, name: str, version: str | int | None = None) -> dict[str, Any]:
+        """See :meth:`Client.model_metadata`."""
+        path = msg.model_path(name, version)
+        return json_object(
+            msg.read_inner_json(await self.send(msg.inner_get(path, api_key=self._api_key)), path)
+        )
+
+    async def upload_model(
+        self,
+        model: bytes | str | os.PathLike[str],
+        *,
+        name: str,
+        version: str | int,
+        key: bytes | None = None,
+        kbs_key: str | None = None,
+        progress: Progress | None = None,
+    ) -> UploadResult:
+        """See :meth:`Client.upload_model`."""
+        upload = await asyncio.to_thread(
+            prepare_model, model, name=name, version=version, key=key, kbs_key=kbs_key
+        )
+        return await self._upload(upload, progress)
+
+    async def upload_encrypted(
+        self,
+        container: bytes | str | os.PathLike[str],
+        *,
+        key: bytes | None = None,
+        progress: Progress | None = None,
+    ) -> UploadResult:
+        """See :meth:`Client.upload_encrypted`."""
+        return await self._upload(await asyncio.to_thread(prepare_container, container, key=key), progress)
+
+    async def _upload(self, upload: Upload, progress: Progress | None) -> UploadResult:
+        owner = self._owner()
+        if upload.send_key:
+            await self._pinned()
+        path = msg.upload_path(upload.name, upload.version)
+        headers = {
+            "authorization": f"Bearer {owner}",
+            "content-type": "application/octet-stream",
+            "content-length": str(len(upload.blob)),
+        }
+        content = upload.blob if progress is None else _achunks(upload.blob, progress)
+        status, _, body = await self._call(
+            "PUT", path, limit=msg.MAX_JSON_ANSWER, content=content, headers=headers
+        )
+        answer = msg.read_outer_json(status, body, f"PUT {path}")
+        if not upload.send_key or upload.key is None:
+            return upload.result(answer)
+        response = await self.send(msg.key_request(upload.name, upload.version, upload.key, owner))
+        return self._key_answer(upload, answer, response)
+
+    async def delete_model(self, name: str, version: str | int) -> dict[str, Any]:
+        """See :meth:`Client.delete_model`."""
+        path = msg.upload_path(name, version)
+        status, _, body = await self._call(
+            "DELETE", path, limit=msg.MAX_JSON_ANSWER, headers={"authorization": f"Bearer {self._owner()}"}
+        )
+        return msg.read_outer_json(status, body, f"DELETE {path}")
+
+    async def uploaded_models(self) -> dict[str, Any]:
+        """See :meth:`Client.uploaded_models`."""
+        status, _, body = await self._call(
+            "GET",
+            "/v1/models",
+            limit=msg.MAX_JSON_ANSWER,
+            headers={"authorization": f"Bearer {self._owner()}"},
+        )
+        return msg.read_outer_json(status, body, "GET /v1/models")
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,216 @@
+"""What the synchronous and asynchronous inference clients share: their settings, the attestation step, the
+handling of gateway answers and of uploads, with no I/O of their own (see :mod:`enklave.inference.client`)."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from enklave import _b64url
+from enklave.attestation.policy import Policy
+from enklave.attestation.sources import CollateralSource
+from enklave.attestation.tokens import TokenVerifier
+from enklave.attestation.trust import TrustedRoot
+from enklave.attestation.verify import QuoteVerifier
+from enklave.channels.ohttp import ClientContext
+from enklave.channels.ohttp_attested import (
+    OHTTP_RESPONSE_MEDIA_TYPE,
+    BhttpResponse,
+)
+from enklave.errors import BadDataError, UsageError, VerificationError
+from enklave.inference import _client_messages as msg
+from enklave.inference._client_attest import (
+    Attestation,
+    AttestationMethod,
+    Encapsulator,
+    parse_answer,
+    verify_answer,
+)
+from enklave.inference._client_upload import Upload, UploadResult
+from enklave.inference.protocol import Limits
+
+__all__ = [
+    "DEFAULT_MAX_REQUEST_SIZE",
+    "Base",
+    "Pin",
+    "Progress",
+    "chunks",
+    "json_object",
+    "limited",
+    "model_list",
+]
+
+DEFAULT_MAX_REQUEST_SIZE: Final = 64 << 20
+"""Largest encapsulated request or response the client builds or reads by default (the gateway may accept less)."""
+
+_CHUNK: Final = 1 << 20
+Progress = Callable[[int, int], None]
+"""An upload progress callback: ``progress(bytes sent, total bytes)``."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Pin:
+    """A verified attestation and the client that encrypts to its key."""
+
+    attestation: Attestation
+    encapsulator: Encapsulator
+
+
+class Base:
+    """What both clients share: settings, verification, messages; every network call is the subclass's."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        policy: Policy,
+        collateral_source: CollateralSource | None,
+        roots: Sequence[TrustedRoot] | None,
+        attestation: AttestationMethod,
+        token_verifier: TokenVerifier | None,
+        api_key: str | None,
+        owner_token: str | None,
+        timeout: float,
+        clock: Callable[[], datetime] | None,
+        limits: Limits | None,
+        max_message_size: int,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise UsageError("url must be an http(s) URL")
+        if not isinstance(policy, Policy):
+            raise UsageError("policy must be an appraisal Policy (e.g. EnclavePolicy(mr_enclave=...))")
+        if attestation not in ("dcap", "token"):
+            raise UsageError(f"attestation must be 'dcap' or 'token', not {attestation!r}")
+        if attestation == "token" and token_verifier is None:
+            raise UsageError(
+                "attestation='token' needs a token_verifier for the attestation service's tokens"
+            )
+        for name, value in (("api_key", api_key), ("owner_token", owner_token)):
+            if value is not None and (not isinstance(value, str) or not value or not value.isprintable()):
+                raise UsageError(f"{name} must be a non-empty printable string")
+        if not isinstance(timeout, int | float) or timeout <= 0:
+            raise UsageError("timeout must be a positive number of seconds")
+        if not isinstance(max_message_size, int) or max_message_size < 1024:
+            raise UsageError("max_message_size must be an integer of at least 1024")
+        self.url = url.rstrip("/")
+        self.policy = policy
+        self.method: AttestationMethod = attestation
+        self.timeout = float(timeout)
+        self._collateral_source = collateral_source
+        self._token_verifier = token_verifier
+        self._api_key = api_key
+        self._owner_token = owner_token
+        self._clock = clock if clock is not None else _utc_now
+        # One quote verifier for the client's life: its cache keeps collateral checks across re-attestations.
+        self._quote_verifier = QuoteVerifier(roots)
+        self._limits = limits if limits is not None else Limits()
+        self._max_message_size = max_message_size
+        self._pin: Pin | None = None
+
+    def __repr__(self) -> str:
+        # The API key and owner token stay out of reprs and logs.
+        return f"{type(self).__name__}({self.url!r}, attestation={self.method!r})"
+
+    @property
+    def attestation(self) -> Attestation | None:
+        """The attestation pinned now (None before the first request or :meth:`attest`)."""
+        pin = self._pin
+        return None if pin is None else pin.attestation
+
+    # -- pieces without I/O ------------------------------------------------------------------------------
+
+    def _verify(self, status: int, body: bytes, nonce: bytes) -> Pin:
+        if status != 200:
+            raise msg.answer_error(status, body, f"GET {msg.ATTESTATION_PATH}")
+        attestation, encapsulator = verify_answer(
+            parse_answer(body),
+            nonce=nonce,
+            method=self.method,
+            policy=self.policy,
+            clock=self._clock,
+            quote_verifier=self._quote_verifier,
+            collateral_source=self._collateral_source,
+            token_verifier=self._token_verifier,
+            max_message_size=self._max_message_size,
+        )
+        return Pin(attestation, encapsulator)
+
+    def _owner(self) -> str:
+        if self._owner_token is None:
+            raise UsageError("model management needs the owner token (owner_token=...)")
+        return self._owner_token
+
+    @staticmethod
+    def _attestation_params(nonce: bytes) -> dict[str, str]:
+        return {"nonce": _b64url.encode(nonce)}
+
+    def _open(
+        self, status: int, media_type: str, body: bytes, context: ClientContext, retry: bool
+    ) -> BhttpResponse | None:
+        """The opened response; None when the gateway refused the encapsulation and one retry is left."""
+        if status == 400 and retry:
+            # The gateway could not decapsulate: most likely its key changed. Attest again, then retry.
+            return None
+        if status != 200:
+            raise msg.answer_error(status, body, f"POST {msg.GATEWAY_PATH}")
+        if media_type.split(";", maxsplit=1)[0].strip().lower() != OHTTP_RESPONSE_MEDIA_TYPE:
+            raise BadDataError(f"POST {msg.GATEWAY_PATH}: the answer is not {OHTTP_RESPONSE_MEDIA_TYPE}")
+        return BhttpResponse.from_bytes(context.decapsulate_response(body))
+
+    @staticmethod
+    def _key_answer(upload: Upload, answer: Mapping[str, Any], response: BhttpResponse) -> UploadResult:
+        """The result of an upload once the enclave answered its key (``PUT .../key``)."""
+        document = msg.read_inner_json(response, f"PUT {msg.model_path(upload.name, upload.version)}/key")
+        if response.status == 202:
+            # The enclave keeps the key until the host hands it the container (e.g. a restart in between).
+            return upload.result(answer, loaded=False)
+        # The enclave reports the SHA-256 of the model it decrypted: it must be the one encrypted here.
+        reported = document.get("sha256") if isinstance(document, dict) else None
+        expected = upload.sha256 or ""
+        if not isinstance(reported, str) or not hmac.compare_digest(
+            reported.lower().encode(), expected.encode()
+        ):
+            raise VerificationError("the enclave did not report loading the model with the SHA-256 uploaded")
+        return upload.result(answer, loaded=True)
+
+
+def limited(parts: Iterator[bytes], limit: int, what: str) -> bytes:
+    """The bytes of ``parts`` joined; :class:`BadDataError` as soon as they pass ``limit`` bytes."""
+    body = bytearray()
+    for chunk in parts:
+        body += chunk
+        if len(body) > limit:
+            raise BadDataError(f"{what}: the answer is larger than {limit} bytes")
+    return bytes(body)
+
+
+def chunks(blob: bytes, progress: Progress | None) -> Iterator[bytes]:
+    """``blob`` in 1 MiB pieces, calling ``progress(sent, total)`` after each one."""
+    view = memoryview(blob)
+    for start in range(0, len(blob), _CHUNK):
+        yield bytes(view[start : start + _CHUNK])
+        if progress is not None:
+            progress(min(start + _CHUNK, len(blob)), len(blob))
+
+
+def json_object(document: Any) -> dict[str, Any]:
+    """``document`` if it is a JSON object, else :class:`BadDataError`."""
+    if not isinstance(document, dict):
+        raise BadDataError("the enclave's answer is not a JSON object")
+    return document
+
+
+def model_list(document: Any) -> list[dict[str, Any]]:
+    """The model entries of a ``GET /v2/models`` answer, else :class:`BadDataError`."""
+    # Accept the bare list and the {"models": [...]} wrapping; each entry must be an object.
+    entries = document.get("models") if isinstance(document, dict) else document
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise BadDataError("the enclave's model list is not a list of objects")
+    return entries

@@ -1,0 +1,149 @@
+"""The host's handle on the inference enclave: sign and load it, keep its sealed state, feed it models and keys.
+
+:class:`InferenceEnclave` wraps :class:`enklave.host.Enclave` with the inference ecalls (see
+``enclave_app/enclave.py``): it signs the packaged enclave with the measured ``settings.json`` (where the HPKE
+seed comes from), loads it with the ``persist_state`` ocall wired to storage, hands it its sealed state at start,
+streams model containers into it in pieces, and runs the key release flow with the attestation service and the
+key broker (:meth:`InferenceEnclave.release`):
+
+1. the enclave makes a P-256 key pair and a quote over SHA-256 of ``{"keys": [public JWK]}``
+   (``release_request``);
+2. the attestation service verifies the quote and that binding and answers a token whose ``x-ms-runtime`` claim
+   holds that public key;
+3. the key broker checks the token against the key's release policy (MRENCLAVE, MRSIGNER, ...) and wraps the key
+   to the public key in the token;
+4. the enclave unwraps it with its private key (``accept_released``), which never left it.
+
+Nothing here sees a key, a model or a tensor in clear: the wrapped key, the token and the containers are all the
+host ever holds. Errors: what :func:`enklave.host.load` and the ecalls raise, the clients' errors in the key
+release flow, and the storage's :class:`~enklave.errors.TransportError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Final
+
+from enklave import host
+from enklave.errors import UsageError
+from enklave.services._enclave_app import sign_packaged_enclave
+from enklave.services.attestation.client import AttestationClient
+from enklave.services.kbs.client import KbsClient
+from enklave.services.storage import Storage
+
+__all__ = ["BUNDLE_NAME", "STATE_KEY", "STATE_NAMESPACE", "InferenceEnclave"]
+
+BUNDLE_NAME: Final = "inference.enclave"
+STATE_NAMESPACE: Final = "inference-enclave-state"
+STATE_KEY: Final = "sealed"
+_SETTINGS_FILE: Final = "settings.json"
+
+log = logging.getLogger("enklave.inference")
+
+
+def sign_inference_enclave(data_dir: Path, hpke_seed_key: str | None) -> Path:
+    """Sign the packaged inference enclave into ``data_dir`` with the measured settings; the bundle's path."""
+    settings = json.dumps({"hpke_seed_key": hpke_seed_key}, sort_keys=True) + "\n"
+    return sign_packaged_enclave(
+        data_dir, "enklave.inference", BUNDLE_NAME, extra_files={_SETTINGS_FILE: settings.encode("utf-8")}
+    )
+
+
+class InferenceEnclave:
+    """A loaded inference enclave whose sealed state lives in ``storage`` (see the module docstring).
+
+    :meth:`start` raises what :func:`enklave.host.load` raises, and :class:`~enklave.errors.EcallError` when the
+    stored state does not unseal (another enclave's, or tampered): the enclave never silently starts over,
+    which would lose the model keys.
+    """
+
+    def __init__(
+        self, bundle: Path, storage: Storage, *, mode: str, home: Path | None, timeout: float
+    ) -> None:
+        self._bundle = bundle
+        self._storage = storage
+        self._mode = mode
+        self._home = home
+        self._timeout = timeout
+        self._enclave: host.Enclave | None = None
+
+    def start(self, settings: dict[str, Any]) -> None:
+        """Load the enclave and run ``init`` with the stored state and ``settings``; stores the new state."""
+        enclave = host.load(
+            self._bundle,
+            mode=self._mode,
+            home=self._home,
+            timeout=self._timeout,
+            ocalls={"persist_state": self._persist},
+        )
+        try:
+            sealed = self._storage.get(STATE_NAMESPACE, STATE_KEY)
+            resealed = enclave.ecall.init(sealed, json.dumps(settings, sort_keys=True))
+            if resealed != sealed:
+                self._storage.put(STATE_NAMESPACE, STATE_KEY, resealed)
+        except BaseException:
+            enclave.close()
+            raise
+        self._enclave = enclave
+
+    def _persist(self, sealed: bytes) -> None:
+        # The ocall: the enclave hands over each new sealed state, in order, while the ecall that made it waits.
+        self._storage.put(STATE_NAMESPACE, STATE_KEY, sealed)
+
+    def close(self) -> None:
+        """Stop the enclave (idempotent)."""
+        if self._enclave is not None:
+            self._enclave.close()
+            self._enclave = None
+
+    @property
+    def running(self) -> host.Enclave:
+        """The loaded enclave; raises :class:`~enklave.errors.UsageError` when it is not running."""
+        if self._enclave is None:
+            raise UsageError("the inference enclave is not running")
+        return self._enclave
+
+    @property
+    def alive(self) -> bool:
+        """True while the enclave runs."""
+        return self._enclave is not None and self._enclave.alive
+
+    def models(self) -> dict[str, Any]:
+        """The ``models`` ecall's answer: ``{"loaded", "waiting", "missing_kbs_keys", "seed"}``."""
+        answer: dict[str, Any] = json.loads(self.running.ecall.models())
+        return answer
+
+    def load(self, pieces: Iterable[bytes], size: int, name: str, version: str) -> dict[str, Any]:
+        """Stream a container of ``size`` bytes into the enclave and load it as ``name`` ``version``; the
+        ``load_model`` answer (``status`` ``loaded``, ``waiting`` or ``refused``)."""
+        enclave = self.running
+        upload = enclave.ecall.upload_begin(size)
+        for piece in pieces:
+            for start in range(0, len(piece), _PIECE):
+                enclave.ecall.upload_chunk(upload, bytes(piece[start : start + _PIECE]))
+        answer: dict[str, Any] = json.loads(enclave.ecall.load_model(upload, name, version))
+        return answer
+
+    def release(self, kind: str, name: str, attestation: AttestationClient, kbs: KbsClient) -> dict[str, Any]:
+        """The key release flow of the module docstring for key broker key ``name`` (``kind`` ``hpke-seed`` or
+        ``model-key``); the ``accept_released`` answer. Raises the clients' errors when the attestation service or
+        the key broker refuses, and :class:`~enklave.errors.EcallError` when the enclave refuses the release."""
+        enclave = self.running
+        # 1. A key pair in the enclave and a quote binding its public half.
+        request = enclave.ecall.release_request(kind, name)
+        runtime = json.loads(request["runtime"])
+        # 2. A token from the attestation service, whose x-ms-runtime claim carries the public key.
+        token = attestation.attest_sgx(request["quote"], runtime_json=runtime)
+        # 3. The key broker's release, wrapped to that key.
+        wrapped = kbs.release(name, token)
+        # 4. Unwrapped in the enclave, never here.
+        answer: dict[str, Any] = json.loads(enclave.ecall.accept_released(kind, name, wrapped))
+        log.info("key broker key %s released to the enclave (%s)", name, kind)
+        return answer
+
+
+# Pieces handed to one upload_chunk ecall (the enclave takes up to 8 MiB).
+_PIECE: Final = 4 << 20

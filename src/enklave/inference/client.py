@@ -1,0 +1,290 @@
+"""The confidential inference client: attest the service's enclave, then talk to it end to end encrypted.
+
+::
+
+    policy = EnclavePolicy(mr_enclave=EXPECTED_MRENCLAVE)
+    with Client("https://inference.example", policy=policy, api_key=KEY) as client:
+        outputs = client.infer("resnet50", {"gpu_0/data_0": image})   # {"gpu_0/softmax_1": array}
+
+Before the first request the client fetches ``/v1/attestation`` with a fresh nonce and verifies the answer (DCAP
+with collateral, or the attestation service's token: see :mod:`enklave.inference._client_attest`). Only then does
+it pin the key configuration the enclave's quote binds, and every request is an Open Inference Protocol
+(KServe v2) request encapsulated with Oblivious HTTP to that key: the host relays ciphertext and sees no tensor.
+A client that cannot verify raises and sends nothing. When the gateway cannot decapsulate a request (its key
+changed: a restart, another replica), the client attests again, under the same policy, and retries once.
+
+Model owners upload models encrypted here (:mod:`enklave.inference.model_format`, AES-256-GCM): the host stores
+the container, and the key travels to the enclave inside the encapsulation (``PUT .../key``, owner token), or
+from the key broker when the container names a KBS key. :class:`Client` is synchronous and thread-safe;
+:class:`AsyncClient` offers the same API with ``await``.
+
+Errors: the verification errors of attestation (:class:`~enklave.errors.PolicyError`,
+:class:`~enklave.errors.BindingError`, ...), :class:`~enklave.errors.VerificationError` for a response that does
+not authenticate (tampered, replayed), :class:`~enklave.errors.TransportError` when the network or the service
+fails, the errors of :mod:`enklave.inference._client_messages` for error answers, :class:`~enklave.errors.UsageError`
+for a bad argument.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+import numpy as np
+
+from enklave.attestation.policy import Policy
+from enklave.attestation.sources import CollateralSource
+from enklave.attestation.tokens import TokenVerifier
+from enklave.attestation.trust import TrustedRoot
+from enklave.channels.ohttp_attested import (
+    OHTTP_REQUEST_MEDIA_TYPE,
+    BhttpRequest,
+    BhttpResponse,
+)
+from enklave.errors import TransportError
+from enklave.inference import _client_messages as msg
+from enklave.inference._async_client import AsyncClient
+from enklave.inference._client_attest import (
+    MAX_ATTESTATION_ANSWER,
+    Attestation,
+    AttestationMethod,
+    new_nonce,
+)
+from enklave.inference._client_base import (
+    DEFAULT_MAX_REQUEST_SIZE,
+    Base,
+    Pin,
+    Progress,
+    chunks,
+    json_object,
+    limited,
+    model_list,
+)
+from enklave.inference._client_upload import Upload, UploadResult, prepare_container, prepare_model
+from enklave.inference.protocol import Limits
+
+__all__ = ["DEFAULT_MAX_REQUEST_SIZE", "AsyncClient", "Attestation", "Client", "UploadResult"]
+
+
+class Client(Base):
+    """A synchronous, thread-safe client of one confidential inference service at ``url``.
+
+    ``policy`` says which enclave to trust (an :class:`~enklave.attestation.policy.EnclavePolicy`).
+    ``attestation="dcap"`` verifies the quote itself: collateral from ``collateral_source``, or else the
+    collateral the service sends, checked up to ``roots`` (default: Intel's SGX root; pass
+    ``[simulated_root()]`` for the simulated platform). ``attestation="token"`` trusts the attestation
+    service whose tokens ``token_verifier`` checks. ``api_key`` authorizes inference, ``owner_token`` model
+    management. ``transport`` replaces httpx's network transport (tests); ``clock`` the time evidence is checked
+    at. Construction does no I/O; raises :class:`UsageError` for a bad argument.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        policy: Policy,
+        collateral_source: CollateralSource | None = None,
+        roots: Sequence[TrustedRoot] | None = None,
+        attestation: AttestationMethod = "dcap",
+        token_verifier: TokenVerifier | None = None,
+        api_key: str | None = None,
+        owner_token: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], datetime] | None = None,
+        limits: Limits | None = None,
+        max_message_size: int = DEFAULT_MAX_REQUEST_SIZE,
+    ) -> None:
+        super().__init__(
+            url, policy=policy, collateral_source=collateral_source, roots=roots, attestation=attestation,
+            token_verifier=token_verifier, api_key=api_key, owner_token=owner_token, timeout=timeout,
+            clock=clock, limits=limits, max_message_size=max_message_size,
+        )  # fmt: skip
+        self._http = httpx.Client(transport=transport, timeout=self.timeout)
+        self._lock = threading.Lock()
+
+    # -- HTTP --------------------------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        limit: int,
+        params: Mapping[str, str] | None = None,
+        content: bytes | Iterator[bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, str, bytes]:
+        what = f"{method} {path}"
+        try:
+            with self._http.stream(
+                method, f"{self.url}{path}", params=params, content=content, headers=headers
+            ) as answer:
+                body = limited(answer.iter_bytes(), limit, what)
+                return answer.status_code, answer.headers.get("content-type", ""), body
+        except httpx.HTTPError as exc:
+            raise TransportError(f"{what} failed: {type(exc).__name__}") from exc
+
+    # -- attestation -------------------------------------------------------------------------------------
+
+    def _fetch_and_verify(self) -> Pin:
+        nonce = new_nonce()
+        status, _, body = self._call(
+            "GET", msg.ATTESTATION_PATH, limit=MAX_ATTESTATION_ANSWER, params=self._attestation_params(nonce)
+        )
+        return self._verify(status, body, nonce)
+
+    def attest(self) -> Attestation:
+        """Attest the service now (fresh nonce) and pin its key; returns what was verified, or raises."""
+        with self._lock:
+            self._pin = self._fetch_and_verify()
+            return self._pin.attestation
+
+    def _pinned(self, stale: Pin | None = None) -> Pin:
+        # The lock is held while attesting, so that threads that met the same rotated key attest once.
+        with self._lock:
+            if self._pin is None or self._pin is stale:
+                self._pin = self._fetch_and_verify()
+            return self._pin
+
+    def send(self, request: BhttpRequest) -> BhttpResponse:
+        """Send one inner request to the enclave, encapsulated to the attested key; return its response.
+
+        Attests first when nothing is pinned; re-attests and retries once when the gateway cannot decapsulate.
+        """
+        pin = self._pinned()
+        for retry in (True, False):
+            message, context = pin.encapsulator.encapsulate_request(request.to_bytes())
+            status, media_type, body = self._call(
+                "POST", msg.GATEWAY_PATH, limit=self._max_message_size + 1024, content=message,
+                headers={"content-type": OHTTP_REQUEST_MEDIA_TYPE},
+            )  # fmt: skip
+            response = self._open(status, media_type, body, context, retry)
+            if response is not None:
+                return response
+            pin = self._pinned(stale=pin)
+        raise TransportError("the gateway refused the request after re-attestation")  # pragma: no cover
+
+    # -- inference ---------------------------------------------------------------------------------------
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        version: str | int | None = None,
+        outputs: Sequence[str] | None = None,
+        binary: bool = True,
+    ) -> dict[str, np.ndarray]:
+        """Run ``model`` on ``inputs`` (input name -> array) in the enclave; returns output name -> array.
+
+        ``outputs`` restricts the outputs returned; ``binary`` uses the binary tensor data extension (compact,
+        exact) instead of JSON. Raises :class:`~enklave.errors.BoundaryError` when the enclave rejects the
+        inputs (names, dtypes, shapes, limits), :class:`UsageError` for an unknown model or a refused API key.
+        """
+        request = msg.infer_request(
+            model, inputs, version=version, outputs=outputs, binary=binary, api_key=self._api_key
+        )
+        return msg.read_infer(self.send(request), self._limits, f"infer {model}")
+
+    def models(self) -> list[dict[str, Any]]:
+        """The models the enclave serves (``GET /v2/models`` inside the encapsulation)."""
+        return model_list(
+            msg.read_inner_json(self.send(msg.inner_get("/v2/models", api_key=self._api_key)), "models")
+        )
+
+    def model_metadata(self, name: str, version: str | int | None = None) -> dict[str, Any]:
+        """The Open Inference Protocol metadata of a model (its inputs, outputs, ``parameters.sha256``)."""
+        path = msg.model_path(name, version)
+        return json_object(msg.read_inner_json(self.send(msg.inner_get(path, api_key=self._api_key)), path))
+
+    # -- model management (owner) ------------------------------------------------------------------------
+
+    def upload_model(
+        self,
+        model: bytes | str | os.PathLike[str],
+        *,
+        name: str,
+        version: str | int,
+        key: bytes | None = None,
+        kbs_key: str | None = None,
+        progress: Progress | None = None,
+    ) -> UploadResult:
+        """Encrypt the ONNX ``model`` (bytes or a path) here and upload it as ``name``/``version``.
+
+        With an owner key (``key``, or a fresh random one when None) the client attests the enclave before
+        anything is sent, uploads the container, then hands the key to the enclave through the encapsulation.
+        With ``kbs_key`` the container names that key-broker key (``key`` must be its value) and the enclave
+        gets it from the broker. ``progress(sent, total)`` follows the upload. Returns the key and the model's
+        SHA-256, which the enclave's metadata must report (else :class:`VerificationError`).
+        """
+        return self._upload(
+            prepare_model(model, name=name, version=version, key=key, kbs_key=kbs_key), progress
+        )
+
+    def upload_encrypted(
+        self,
+        container: bytes | str | os.PathLike[str],
+        *,
+        key: bytes | None = None,
+        progress: Progress | None = None,
+    ) -> UploadResult:
+        """Upload a container :func:`~enklave.inference.model_format.encrypt_model` made (``enklave model
+        encrypt``). An owner-keyed container needs ``key``; it is checked here by decrypting locally."""
+        return self._upload(prepare_container(container, key=key), progress)
+
+    def _upload(self, upload: Upload, progress: Progress | None) -> UploadResult:
+        owner = self._owner()
+        if upload.send_key:
+            # Attest before sending anything: a client that cannot verify sends nothing.
+            self._pinned()
+        path = msg.upload_path(upload.name, upload.version)
+        headers = {
+            "authorization": f"Bearer {owner}",
+            "content-type": "application/octet-stream",
+            "content-length": str(len(upload.blob)),
+        }
+        content = upload.blob if progress is None else chunks(upload.blob, progress)
+        status, _, body = self._call("PUT", path, limit=msg.MAX_JSON_ANSWER, content=content, headers=headers)
+        answer = msg.read_outer_json(status, body, f"PUT {path}")
+        if not upload.send_key or upload.key is None:
+            return upload.result(answer)
+        response = self.send(msg.key_request(upload.name, upload.version, upload.key, owner))
+        return self._key_answer(upload, answer, response)
+
+    def delete_model(self, name: str, version: str | int) -> dict[str, Any]:
+        """Delete one uploaded model version (owner); returns the host's answer."""
+        path = msg.upload_path(name, version)
+        status, _, body = self._call(
+            "DELETE", path, limit=msg.MAX_JSON_ANSWER, headers={"authorization": f"Bearer {self._owner()}"}
+        )
+        return msg.read_outer_json(status, body, f"DELETE {path}")
+
+    def uploaded_models(self) -> dict[str, Any]:
+        """The host's list of stored model containers (owner; ``GET /v1/models``)."""
+        status, _, body = self._call(
+            "GET",
+            "/v1/models",
+            limit=msg.MAX_JSON_ANSWER,
+            headers={"authorization": f"Bearer {self._owner()}"},
+        )
+        return msg.read_outer_json(status, body, "GET /v1/models")
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,918 @@
+"""The confidential inference service end to end: its enclave, host, key release flows and command line.
+
+The attestation service, the key broker and the inference service run in simulation on loopback uvicorn servers,
+each with its own enclave process. The client side is built here from ``enklave.channels.ohttp_attested``
+(evidence verification, encapsulation), so these tests exercise the service, not the client module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+from starlette.exceptions import StarletteDeprecationWarning  # type: ignore[attr-defined]
+
+from enklave import _b64url
+from enklave.attestation.collateral import QuoteCollateral
+from enklave.attestation.policy import EnclavePolicy
+from enklave.attestation.sources import CollateralSource
+from enklave.attestation.tokens import StaticJwksSource, TokenVerifier
+from enklave.channels.ohttp_attested import (
+    AttestedOhttpClient,
+    BhttpRequest,
+    BhttpResponse,
+    GatewayVerifier,
+    KeyConfigEvidence,
+    VerifiedKeyConfig,
+    key_config_report_data,
+)
+from enklave.errors import BadDataError, PolicyError, VerificationError
+from enklave.inference._enclave_handle import sign_inference_enclave
+from enklave.inference._gateway_keys import derive_servers, key_ids
+from enklave.inference._model_store import ModelStore
+from enklave.inference._vault import ModelVault
+from enklave.inference.app import Serving, build_app, serving
+from enklave.inference.model_format import encrypt_model
+from enklave.inference.protocol import (
+    InferInput,
+    InferRequest,
+    decode_response,
+    encode_request,
+    error_message,
+    parse_header_length,
+)
+from enklave.inference.repository import ModelRepository
+from enklave.inference.router import Router, RouterSettings, token_digest
+from enklave.inference.service import InferenceConfig, token_runtime_data
+from enklave.platform.simulated import SimulatedPlatform, simulated_root
+from enklave.runtime.bundle import load_bundle
+from enklave.services.attestation.app import create_app as create_maa_app
+from enklave.services.attestation.client import AttestationClient
+from enklave.services.attestation.service import AttestationService, ServiceConfig
+from enklave.services.kbs import unwrap_released_key
+from enklave.services.kbs.app import create_app as create_kbs_app
+from enklave.services.kbs.client import KbsClient
+from enklave.services.kbs.service import Authority, KbsConfig, KeyBrokerService
+from enklave.services.storage import SQLiteStorage
+from enklave.sgx.report import AttributeFlags, Attributes, ReportBody
+from memory_scan import found_in_snapshot, snapshot_memory
+from service_fixtures import enklave_home, loopback_socket
+from service_fixtures import serving as serve_app
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+OWNER = "owner-token-0123456789abcdef"
+API_KEY = "api-key-0123456789abcdef"
+KBS_ADMIN = "kbs-admin-token-0123456789"
+RESNET_IN, RESNET_OUT = "gpu_0/data_0", "gpu_0/softmax_1"
+# The identity of a "model owner's tool" enclave on the simulated platform, to which the test releases KBS keys.
+TOOL = ReportBody.build(mr_enclave=b"\x44" * 32, mr_signer=b"\x55" * 32, isv_prod_id=7, isv_svn=1)
+
+
+# -- models ----------------------------------------------------------------------------------------------------
+
+
+def mlp(seed: int = 0) -> bytes:
+    """A small MLP with a dynamic batch dimension: x [N, 4] -> y [N, 3] = relu(x W1 + b1) W2."""
+    rng = np.random.default_rng(seed)
+    w1, b1 = rng.standard_normal((4, 8)).astype(np.float32), rng.standard_normal(8).astype(np.float32)
+    w2 = rng.standard_normal((8, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h0"]),
+            helper.make_node("Add", ["h0", "b1"], ["h1"]),
+            helper.make_node("Relu", ["h1"], ["h2"]),
+            helper.make_node("MatMul", ["h2", "w2"], ["y"]),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [
+            numpy_helper.from_array(w1, "w1"),
+            numpy_helper.from_array(b1, "b1"),
+            numpy_helper.from_array(w2, "w2"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def resnet_input() -> np.ndarray:
+    # What onnx's backend test runner feeds the light models; the package ships the output for it.
+    shape = (1, 3, 224, 224)
+    count = int(np.prod(shape))
+    return (np.arange(count).reshape(shape) / count).astype(np.float32)
+
+
+# -- a client built from the channel pieces ----------------------------------------------------------------------
+
+
+class _Given(CollateralSource):
+    """The collateral that came with the attestation answer (its signatures still chain to the trusted root)."""
+
+    def __init__(self, collateral: QuoteCollateral) -> None:
+        self._collateral = collateral
+
+    def fetch(self, fmspc: bytes, ca: str) -> QuoteCollateral:
+        return self._collateral
+
+
+def attest(url: str, policy: EnclavePolicy) -> tuple[VerifiedKeyConfig, dict[str, Any], bytes]:
+    nonce = os.urandom(32)
+    answer = httpx.get(f"{url}/v1/attestation", params={"nonce": _b64url.encode(nonce)}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    document = answer.json()
+    collateral = QuoteCollateral.from_json(json.dumps(document["collateral"]))
+    verifier = GatewayVerifier(collateral_source=_Given(collateral), policy=policy, roots=[simulated_root()])
+    return verifier.verify(_b64url.decode(document["evidence"]), nonce=nonce), document, nonce
+
+
+@dataclass
+class Inner:
+    """Sends Binary HTTP requests to the service's enclave through /v1/gateway."""
+
+    url: str
+    client: AttestedOhttpClient
+
+    def send(self, request: BhttpRequest, *, tamper: bool = False) -> BhttpResponse:
+        sealed = self.client.encapsulate(request)
+        answer = httpx.post(
+            f"{self.url}/v1/gateway",
+            content=sealed.message,
+            headers={"content-type": "message/ohttp-req"},
+            timeout=60,
+        )
+        assert answer.status_code == 200, answer.text
+        content = answer.content
+        if tamper:
+            content = content[:-1] + bytes([content[-1] ^ 1])
+        return sealed.open(content)
+
+    def call(self, method: str, path: str, *, token: str | None = API_KEY, body: bytes = b"", **headers: str):
+        fields = tuple(headers.items())
+        if token is not None:
+            fields += (("authorization", f"Bearer {token}"),)
+        return self.send(BhttpRequest(method, path=path, headers=fields, content=body))
+
+    def infer(
+        self, model: str, inputs: dict[str, np.ndarray], *, binary: bool = True
+    ) -> dict[str, np.ndarray]:
+        request = InferRequest(
+            inputs=tuple(InferInput(name, array) for name, array in inputs.items()), binary_outputs=binary
+        )
+        body, headers = encode_request(request, binary=binary)
+        answer = self.call("POST", f"/v2/models/{model}/infer", body=body, **headers)
+        assert answer.status == 200, answer.content
+        length = parse_header_length(answer.header("inference-header-content-length"))
+        return decode_response(answer.content, answer.header("content-type"), length).arrays()
+
+
+def owner_headers() -> dict[str, str]:
+    return {"authorization": f"Bearer {OWNER}"}
+
+
+def upload(url: str, container: bytes, name: str, version: str = "1") -> httpx.Response:
+    return httpx.put(f"{url}/v1/models/{name}/versions/{version}", content=container, headers=owner_headers())
+
+
+def policy_for(service: Serving, **extra: Any) -> EnclavePolicy:
+    return EnclavePolicy(mr_enclave=bytes(service.service.info.mr_enclave), allow_simulated=True, **extra)
+
+
+# -- the services ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield from enklave_home(tmp_path_factory, "inference-home")
+
+
+@pytest.fixture(scope="module")
+def maa_url(home: Path) -> Iterator[str]:
+    sock = loopback_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    storage = SQLiteStorage(home / "maa.db")
+    config = ServiceConfig(data_dir=home / "maa", base_url=url, mode="sim", home=home, allow_simulated=True)
+    with AttestationService(config, storage) as service, serve_app(create_maa_app(service), "maa", sock=sock):
+        yield url
+    storage.close()
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def kbs_url(home: Path, maa_url: str) -> Iterator[str]:
+    storage = SQLiteStorage(home / "kbs.db")
+    config = KbsConfig(
+        data_dir=home / "kbs",
+        authorities=(Authority(maa_url, jwks_url=f"{maa_url}/certs"),),
+        admin_token=KBS_ADMIN,
+        mode="sim",
+        home=home,
+    )
+    with KeyBrokerService(config, storage) as service, serve_app(create_kbs_app(service), "kbs") as url:
+        yield url
+    storage.close()
+
+
+def service_config(home: Path, name: str, **options: Any) -> InferenceConfig:
+    defaults: dict[str, Any] = {
+        "mode": "sim", "home": home, "owner_token": OWNER, "api_key": API_KEY, "threads": 1,
+        "max_batch": 8, "batch_delay_ms": 50.0, "max_request_bytes": 8 << 20, "max_model_bytes": 8 << 20,
+        "max_total_bytes": 32 << 20,
+    }  # fmt: skip
+    return InferenceConfig(data_dir=home / name, **{**defaults, **options})
+
+
+@pytest.fixture(scope="module")
+def service(home: Path, maa_url: str, kbs_url: str) -> Iterator[Serving]:
+    config = service_config(home, "inference", attestation_url=maa_url, kbs_url=kbs_url)
+    with serving(config) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def inner(service: Serving) -> Inner:
+    verified, _, _ = attest(service.url, policy_for(service))
+    return Inner(service.url, AttestedOhttpClient(verified, max_message_size=64 << 20))
+
+
+@pytest.fixture(scope="module")
+def resnet(service: Serving, inner: Inner) -> bytes:
+    model = (LIGHT / "light_resnet50.onnx").read_bytes()
+    key = os.urandom(32)
+    answer = upload(service.url, encrypt_model(model, key, name="resnet", version=1), "resnet")
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["status"] == "waiting"
+    loaded = inner.call("PUT", "/v2/models/resnet/versions/1/key", token=OWNER, body=key)
+    assert loaded.status == 200, loaded.content
+    assert json.loads(loaded.content)["sha256"] == hashlib.sha256(model).hexdigest()
+    return model
+
+
+@pytest.fixture(scope="module")
+def small(service: Serving, inner: Inner) -> bytes:
+    model = mlp(1)
+    key = os.urandom(32)
+    # The key first this time: the model loads as soon as it arrives.
+    early = inner.call("PUT", "/v2/models/mlp/versions/1/key", token=OWNER, body=key)
+    assert early.status == 202, early.content
+    answer = upload(service.url, encrypt_model(model, key, name="mlp", version=1), "mlp")
+    assert answer.status_code == 201, answer.text
+    return model
+
+
+# -- attestation -------------------------------------------------------------------------------------------------
+
+
+def test_attestation_binds_the_key_configuration_and_the_nonce(service: Serving, maa_url: str) -> None:
+    verified, document, nonce = attest(service.url, policy_for(service))
+    assert verified.nonce == nonce
+    assert verified.quote.simulated
+    evidence = KeyConfigEvidence.from_bytes(_b64url.decode(document["evidence"]))
+    # The token of the attestation service vouches for the same quote and carries the binding's preimage.
+    jwks = httpx.get(f"{maa_url}/certs").json()
+    claims = TokenVerifier(maa_url, StaticJwksSource(jwks)).verify(document["token"]).claims
+    assert claims["x-ms-sgx-mrenclave"] == bytes(service.service.info.mr_enclave).hex()
+    runtime = token_runtime_data(evidence.key_configs, nonce)
+    assert _b64url.decode(claims["x-ms-sgx-ehd"]) == runtime
+    assert claims["x-ms-sgx-report-data"] == (hashlib.sha256(runtime).digest() + bytes(32)).hex()
+    # The published configuration is what /.well-known/ohttp-gateway serves, and it stays the same.
+    keys = httpx.get(f"{service.url}/.well-known/ohttp-gateway")
+    assert keys.headers["content-type"] == "application/ohttp-keys"
+    assert keys.content == evidence.key_configs
+    unbound = httpx.get(f"{service.url}/v1/attestation").json()
+    assert KeyConfigEvidence.from_bytes(_b64url.decode(unbound["evidence"])).nonce == b""
+
+
+def test_a_client_refuses_another_enclave_a_debug_enclave_and_simulation(
+    service: Serving, home: Path
+) -> None:
+    with pytest.raises(PolicyError) as info:
+        attest(service.url, EnclavePolicy(mr_enclave=b"\x77" * 32, allow_simulated=True))
+    assert info.value.field == "mr_enclave"
+    with pytest.raises(PolicyError) as info:
+        attest(service.url, EnclavePolicy(mr_enclave=bytes(service.service.info.mr_enclave)))
+    assert info.value.field == "simulated"
+    # A debug build of the same enclave: evidence for the same key configuration from a debug identity.
+    flags = AttributeFlags.INIT | AttributeFlags.MODE64BIT | AttributeFlags.DEBUG
+    info_ = service.service.info
+    debug = SimulatedPlatform.launch(
+        ReportBody.build(
+            mr_enclave=bytes(info_.mr_enclave), mr_signer=bytes(info_.mr_signer), isv_prod_id=3, isv_svn=1,
+            attributes=Attributes(flags, 3),
+        ),
+        home=home,
+    )  # fmt: skip
+    configs = service.service.key_configs()
+    forged = KeyConfigEvidence(configs, debug.get_quote(key_config_report_data(configs, b"n")), b"n")
+    _, document, _ = attest(service.url, policy_for(service))
+    collateral = QuoteCollateral.from_json(json.dumps(document["collateral"]))
+    verifier = GatewayVerifier(
+        collateral_source=_Given(collateral), policy=policy_for(service), roots=[simulated_root()]
+    )
+    with pytest.raises(PolicyError) as info:
+        verifier.verify(forged.to_bytes(), nonce=b"n")
+    assert info.value.field == "debug"
+
+
+# -- inference ---------------------------------------------------------------------------------------------------
+
+
+def test_inference_equals_onnxruntime_and_the_shipped_reference(inner: Inner, resnet: bytes) -> None:
+    x = resnet_input()
+    plain = ort.InferenceSession(resnet, providers=["CPUExecutionProvider"]).run(None, {RESNET_IN: x})[0]
+    reference = numpy_helper.to_array(onnx.load_tensor(str(LIGHT / "light_resnet50_output_0.pb")))
+    for binary in (True, False):
+        result = inner.infer("resnet", {RESNET_IN: x}, binary=binary)[RESNET_OUT]
+        np.testing.assert_allclose(result, plain, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(result, reference, rtol=1e-3, atol=1e-5)
+    metadata = json.loads(inner.call("GET", "/v2/models/resnet").content)
+    assert metadata["parameters"]["sha256"] == hashlib.sha256(resnet).hexdigest()
+    assert metadata["inputs"] == [{"name": RESNET_IN, "datatype": "FP32", "shape": [1, 3, 224, 224]}]
+    listing = json.loads(inner.call("GET", "/v2/models").content)
+    assert {"resnet"} <= {entry["name"] for entry in listing["models"]}
+
+
+def wide(seed: int) -> bytes:
+    """A model with a batch dimension that takes milliseconds a call: x [N, 1024] -> y [N, 16], sixty-four
+    layers sharing one 1024 x 1024 weight matrix, so that concurrent calls overlap in the enclave."""
+    rng = np.random.default_rng(seed)
+    w1 = (rng.standard_normal((1024, 1024)) / 32).astype(np.float32)
+    w2 = (rng.standard_normal((1024, 16)) / 32).astype(np.float32)
+    nodes, last = [], "x"
+    for layer in range(64):
+        nodes += [
+            helper.make_node("MatMul", [last, "w1"], [f"m{layer}"]),
+            helper.make_node("Relu", [f"m{layer}"], [f"r{layer}"]),
+        ]
+        last = f"r{layer}"
+    graph = helper.make_graph(
+        [*nodes, helper.make_node("MatMul", [last, "w2"], ["y"])],
+        "wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1024])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_concurrent_requests_are_batched_and_answered_exactly(service: Serving, inner: Inner) -> None:
+    model, key = wide(4), os.urandom(32)
+    assert inner.call("PUT", "/v2/models/wide/versions/1/key", token=OWNER, body=key).status == 202
+    assert upload(service.url, encrypt_model(model, key, name="wide", version=1), "wide").status_code == 201
+    rng = np.random.default_rng(3)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+
+    def merged() -> int:
+        stats = httpx.get(f"{service.url}/metrics").text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in stats.splitlines()
+            if line.startswith("enklave_inference_batches_total{") and 'size="1"' not in line
+        )
+
+    # Concurrent callers: each gets exactly its own rows back, and some runs merged several requests.
+    for _ in range(5):
+        inputs = [rng.standard_normal((1, 1024)).astype(np.float32) for _ in range(24)]
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda x: inner.infer("wide", {"x": x})["y"], inputs))
+        for x, y in zip(inputs, results, strict=True):
+            np.testing.assert_allclose(y, session.run(None, {"x": x})[0], rtol=1e-4, atol=1e-5)
+        if merged() > 0:
+            break
+    assert merged() > 0
+    metrics = httpx.get(f"{service.url}/metrics").text
+    assert 'enklave_inference_http_requests_total{method="POST",route="/v1/gateway",status="200"}' in metrics
+
+
+def test_inference_needs_the_api_key_and_keys_need_the_owner(inner: Inner, small: bytes) -> None:
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}]})
+    assert inner.call("POST", "/v2/models/mlp/infer", token=None, body=body.encode()).status == 401
+    assert (
+        inner.call("POST", "/v2/models/mlp/infer", token="wrong-key-0123456789", body=body.encode()).status
+        == 403
+    )
+    assert inner.call("POST", "/v2/models/mlp/infer", token=OWNER, body=body.encode()).status == 200
+    assert inner.call("GET", "/v2/models", token=None).status == 401
+    # The API key does not set model keys; the owner's key for a loaded model that it does not open is refused.
+    assert inner.call("PUT", "/v2/models/mlp/versions/1/key", body=bytes(32)).status == 403
+    assert inner.call("GET", "/v2/health/ready", token=None).status == 200
+
+
+def test_bad_inner_requests_get_encrypted_4xx_and_the_enclave_keeps_serving(
+    inner: Inner, small: bytes
+) -> None:
+    def infer(body: bytes, **headers: str) -> BhttpResponse:
+        return inner.call("POST", "/v2/models/mlp/infer", body=body, **headers)
+
+    good = {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}
+    cases = [
+        (infer(b"{not json"), 400),
+        (infer(json.dumps({"inputs": [{**good, "shape": [2, 4]}]}).encode()), 400),
+        (infer(json.dumps({"inputs": [{**good, "datatype": "FP64"}]}).encode()), 400),
+        (infer(json.dumps({"inputs": [{**good, "name": "z"}]}).encode()), 400),
+        (infer(json.dumps({"inputs": [{**good, "shape": [-1, 4]}]}).encode()), 400),
+        (infer(json.dumps({"inputs": [good], "outputs": [{"name": "nope"}]}).encode()), 400),
+        (infer(b"{}", **{"inference-header-content-length": "99"}), 400),
+        (infer(bytes((8 << 20) + 1)), 413),
+        (inner.call("POST", "/v2/models/absent/infer", body=json.dumps({"inputs": [good]}).encode()), 404),
+        (inner.call("GET", "/v2/models/mlp/versions/7"), 404),
+        (inner.call("GET", "/v2/models/mlp/infer"), 405),
+        (inner.call("GET", "/elsewhere"), 404),
+        (inner.call("PUT", "/v2/models/mlp/versions/1/key", token=OWNER, body=b"short"), 400),
+    ]
+    for answer, status in cases:
+        assert answer.status == status, (status, answer.content)
+        assert error_message(answer.content), answer.content
+    assert inner.infer("mlp", {"x": np.ones((2, 4), np.float32)})["y"].shape == (2, 3)
+
+
+def test_a_tampered_response_does_not_open(inner: Inner) -> None:
+    with pytest.raises(VerificationError):
+        inner.send(BhttpRequest("GET", path="/v2/health/live"), tamper=True)
+
+
+# -- the host's own API ------------------------------------------------------------------------------------------
+
+
+def test_bad_host_requests_get_json_4xx_and_the_service_keeps_serving(service: Serving, small: bytes) -> None:
+    url = service.url
+    container = encrypt_model(mlp(2), os.urandom(32), name="other", version=1)
+    ohttp = {"content-type": "message/ohttp-req"}
+    with httpx.Client(base_url=url, timeout=30) as http:
+        cases = [
+            (http.put("/v1/models/other/versions/1", content=container), 401),
+            (
+                http.put(
+                    "/v1/models/other/versions/1",
+                    content=container,
+                    headers={"authorization": "Bearer wrong-token-0123456789"},
+                ),
+                403,
+            ),
+            (
+                http.put("/v1/models/other/versions/1", content=b"not a container", headers=owner_headers()),
+                400,
+            ),
+            (http.put("/v1/models/other/versions/2", content=container, headers=owner_headers()), 400),
+            (
+                http.put(
+                    "/v1/models/mlp/versions/1",
+                    content=encrypt_model(mlp(1), os.urandom(32), name="mlp", version=1),
+                    headers=owner_headers(),
+                ),
+                409,
+            ),
+            (http.put("/v1/models/..bad/versions/1", content=container, headers=owner_headers()), 400),
+            (
+                http.put(
+                    "/v1/models/big/versions/1", content=bytes((8 << 20) + 4096), headers=owner_headers()
+                ),
+                413,
+            ),
+            (http.delete("/v1/models/absent/versions/1", headers=owner_headers()), 404),
+            (http.get("/v1/models"), 401),
+            (http.post("/v1/gateway", content=bytes((8 << 20) + 8192), headers=ohttp), 413),
+            (http.post("/v1/gateway", content=b"\x01\x00", headers=ohttp), 400),
+            (http.post("/v1/gateway", content=b"", headers=ohttp), 400),
+            (http.post("/v1/gateway", content=b"x", headers={"content-type": "text/plain"}), 415),
+            (http.get("/v1/attestation", params={"nonce": "not base64!"}), 400),
+            (http.get("/v1/attestation", params={"nonce": "A" * 90}), 400),
+            (http.get("/v1/gateway"), 405),
+            (http.get("/elsewhere"), 404),
+        ]
+        for answer, status in cases:
+            assert answer.status_code == status, (status, answer.text)
+            assert set(answer.json()["error"]) == {"code", "message"}
+        # A request for a key id the gateway does not have: the client's cue to attest again.
+        stale = http.post("/v1/gateway", content=bytes([0]) + bytes(80), headers=ohttp)
+        assert stale.status_code == 400 and stale.json()["error"]["code"] == "UnknownKeyId"
+        assert http.get("/healthz").status_code == 200
+        assert http.get("/readyz").json() == {"status": "ready"}
+        listing = http.get("/v1/models", headers=owner_headers()).json()["models"]
+        assert {(m["name"], m["status"]) for m in listing} >= {("mlp", "loaded")}
+        metrics = http.get("/metrics").text
+        assert (
+            'enklave_inference_http_errors_total{code="Unauthorized",route="/v1/models/{name}/versions/{version}"}'
+            in metrics
+        )
+        assert "enklave_inference_enclave_up 1.0" in metrics
+
+
+def test_upload_list_delete(service: Serving, inner: Inner) -> None:
+    key = os.urandom(32)
+    model = mlp(5)
+    container = encrypt_model(model, key, name="gone", version=3)
+    assert upload(service.url, container, "gone", "3").status_code == 202
+    loaded = inner.call("PUT", "/v2/models/gone/versions/3/key", token=OWNER, body=json.dumps(
+        {"key": _b64url.encode(key)}).encode(), **{"content-type": "application/json"})  # fmt: skip
+    assert loaded.status == 200
+    wrong = inner.call("PUT", "/v2/models/gone/versions/3/key", token=OWNER, body=os.urandom(32))
+    assert wrong.status == 409  # The model is loaded: its proven key stays.
+    again = inner.call("PUT", "/v2/models/gone/versions/3/key", token=OWNER, body=key)
+    assert again.status == 200 and json.loads(again.content)["status"] == "loaded"
+    deleted = httpx.delete(f"{service.url}/v1/models/gone/versions/3", headers=owner_headers())
+    assert deleted.status_code == 200
+    assert inner.call("GET", "/v2/models/gone").status == 404
+    # The waiting model is checked against the owner's key when it arrives: a wrong key is refused and not kept.
+    assert upload(service.url, container, "gone", "3").status_code == 202
+    assert inner.call("PUT", "/v2/models/gone/versions/3/key", token=OWNER, body=os.urandom(32)).status == 400
+    assert inner.call("PUT", "/v2/models/gone/versions/3/key", token=OWNER, body=key).status == 200
+    assert (
+        httpx.delete(f"{service.url}/v1/models/gone/versions/3", headers=owner_headers()).status_code == 200
+    )
+
+
+# -- key release -------------------------------------------------------------------------------------------------
+
+
+def _release_policy(maa_url: str, *mrenclaves: bytes) -> dict[str, Any]:
+    return {
+        "version": "1.0.0",
+        "anyOf": [
+            {
+                "authority": maa_url,
+                "allOf": [
+                    {"anyOf": [{"claim": "x-ms-sgx-mrenclave", "equals": m.hex()} for m in mrenclaves]},
+                    {"claim": "x-enklave-simulated", "equals": True},
+                ],
+            }
+        ],
+    }
+
+
+def _released_to_tool(home: Path, maa_url: str, kbs: KbsClient, name: str) -> bytes:
+    """The key as the model owner's own (attested) tool gets it, to encrypt the model with."""
+    platform = SimulatedPlatform.launch(TOOL, home=home)
+    private = ec.generate_private_key(ec.SECP256R1())
+    numbers = private.public_key().public_numbers()
+    public = {"kty": "EC", "crv": "P-256", "x": _b64url.encode(numbers.x.to_bytes(32, "big")),
+              "y": _b64url.encode(numbers.y.to_bytes(32, "big"))}  # fmt: skip
+    runtime = {"keys": [public]}
+    data = json.dumps(runtime, separators=(",", ":")).encode()
+    with AttestationClient(maa_url) as maa:
+        token = maa.attest_sgx(platform.get_quote(hashlib.sha256(data).digest()), runtime_json=runtime)
+    wrapped = kbs.release(name, token)
+    d = _b64url.encode(private.private_numbers().private_value.to_bytes(32, "big"))
+    return unwrap_released_key(wrapped, {**public, "d": d})
+
+
+def test_model_keys_come_from_the_key_broker_only_to_the_right_enclave(
+    service: Serving, inner: Inner, home: Path, maa_url: str, kbs_url: str
+) -> None:
+    mrenclave = bytes(service.service.info.mr_enclave)
+    with KbsClient(kbs_url, admin_token=KBS_ADMIN) as kbs:
+        kbs.create_key("mlp-key", "oct", _release_policy(maa_url, mrenclave, TOOL.mr_enclave))
+        kbs.create_key("elsewhere-key", "oct", _release_policy(maa_url, b"\x66" * 32, TOOL.mr_enclave))
+        kbs.create_key("inference-only", "oct", _release_policy(maa_url, mrenclave))
+        good = _released_to_tool(home, maa_url, kbs, "mlp-key")
+        other = _released_to_tool(home, maa_url, kbs, "elsewhere-key")
+        # Another enclave (the tool) asking for a key only the inference enclave may have: refused.
+        with pytest.raises(PolicyError):
+            _released_to_tool(home, maa_url, kbs, "inference-only")
+        audit = kbs.audit_log()
+    model = mlp(7)
+    loaded = upload(
+        service.url, encrypt_model(model, good, name="brokered", version=1, key_id="kbs:mlp-key"), "brokered"
+    )
+    assert loaded.status_code == 201, loaded.text
+    assert loaded.json()["sha256"] == hashlib.sha256(model).hexdigest()
+    x = np.ones((1, 4), np.float32)
+    expected = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(inner.infer("brokered", {"x": x})["y"], expected, rtol=1e-5)
+    # A key whose policy names another enclave is not released to this one: the model waits, with the reason.
+    waiting = upload(service.url, encrypt_model(model, other, name="stranded", version=1,
+                                                key_id="kbs:elsewhere-key"), "stranded")  # fmt: skip
+    assert waiting.status_code == 202, waiting.text
+    assert inner.call("GET", "/v2/models/stranded").status == 404
+    with KbsClient(kbs_url, admin_token=KBS_ADMIN) as kbs:
+        refusals = [r for r in kbs.audit_log(after=audit[-1]["seq"]) if r.get("outcome") == "refused"]
+    assert any(r.get("key") == "elsewhere-key" and r.get("mrenclave") == mrenclave.hex() for r in refusals), (
+        refusals
+    )
+
+
+def test_replicas_share_the_key_configuration_from_the_key_broker(
+    home: Path, maa_url: str, kbs_url: str
+) -> None:
+    first = service_config(
+        home, "replica-a", attestation_url=maa_url, kbs_url=kbs_url, hpke_seed_key="gateway-seed"
+    )
+    # The policy pins the MRENCLAVE of the enclave that takes its seed from the broker: the code and the measured
+    # settings, the same for every replica (whoever signs it).
+    mrenclave = load_bundle(sign_inference_enclave(first.data_dir, "gateway-seed")).mr_enclave
+    with KbsClient(kbs_url, admin_token=KBS_ADMIN) as kbs:
+        kbs.create_key("gateway-seed", "oct", _release_policy(maa_url, bytes(mrenclave)))
+    second = service_config(
+        home, "replica-b", attestation_url=maa_url, kbs_url=kbs_url, hpke_seed_key="gateway-seed"
+    )
+    with serving(first) as a, serving(second) as b:
+        assert a.service.key_configs() == b.service.key_configs()
+        assert bytes(a.service.info.mr_enclave) == bytes(b.service.info.mr_enclave) == bytes(mrenclave)
+        verified, _, _ = attest(a.url, policy_for(a))
+        # A request attested at one replica is answered by the other.
+        answer = Inner(b.url, AttestedOhttpClient(verified, max_message_size=64 << 20)).call(
+            "GET", "/v2/health/ready"
+        )
+        assert answer.status == 200
+
+
+# -- restarts ----------------------------------------------------------------------------------------------------
+
+
+def test_a_restart_keeps_the_models_their_keys_and_the_gateway_key(home: Path) -> None:
+    config = service_config(home, "restarted")
+    model = mlp(9)
+    key = os.urandom(32)
+    with serving(config) as first:
+        verified, _, _ = attest(first.url, policy_for(first))
+        client = Inner(first.url, AttestedOhttpClient(verified, max_message_size=64 << 20))
+        assert (
+            upload(first.url, encrypt_model(model, key, name="kept", version=2), "kept", "2").status_code
+            == 202
+        )
+        assert client.call("PUT", "/v2/models/kept/versions/2/key", token=OWNER, body=key).status == 200
+        configs = first.service.key_configs()
+    with serving(config) as second:
+        assert second.service.key_configs() == configs
+        # The client pinned before the restart still reaches the enclave, and the model is back with its key.
+        again = Inner(second.url, client.client)
+        y = again.infer("kept", {"x": np.ones((1, 4), np.float32)})["y"]
+        expected = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(
+            None, {"x": np.ones((1, 4), np.float32)}
+        )[0]
+        np.testing.assert_allclose(y, expected, rtol=1e-5)
+    # The app that starts its own service (lifespan) finds them too; the host sees no inputs or outputs.
+    with TestClient(build_app(config)) as http:
+        assert http.get("/readyz").json() == {"status": "ready"}
+        models = http.get("/v1/models", headers=owner_headers()).json()["models"]
+    assert models == [{"name": "kept", "version": "2", "sha256": hashlib.sha256(model).hexdigest(),
+                       "size": len(model), "status": "loaded"}]  # fmt: skip
+
+
+# -- the host never holds plaintext --------------------------------------------------------------------------------
+
+PROOF_CLIENT = """\
+import hashlib, json, os, sys
+import httpx, numpy as np
+sys.path.insert(0, sys.argv[4])
+from test_inference_service import Inner, attest, encrypt_model, mlp_with, policy_with, OWNER
+from enklave.channels.ohttp_attested import AttestedOhttpClient
+
+url = sys.argv[1]
+model, weights = mlp_with(int.from_bytes(os.urandom(8), "big"))
+key = os.urandom(32)
+container = encrypt_model(model, key, name="secret", version=1)
+answer = httpx.put(url + "/v1/models/secret/versions/1", content=container,
+                   headers={"authorization": "Bearer " + OWNER})
+assert answer.status_code == 202, answer.text
+verified, _, _ = attest(url, policy_with(bytes.fromhex(sys.argv[2])))
+inner = Inner(url, AttestedOhttpClient(verified, max_message_size=64 << 20))
+assert inner.call("PUT", "/v2/models/secret/versions/1/key", token=OWNER, body=key).status == 200
+x = np.random.default_rng(int.from_bytes(os.urandom(8), "big")).uniform(0.5, 1.5, (4, 4)).astype(np.float32)
+y = inner.infer("secret", {"x": x})["y"]
+print("ready", flush=True)
+sys.stdin.readline()
+print(json.dumps({"key": key.hex(), "weights": weights.hex(), "input": x.tobytes().hex(),
+                  "output": y.tobytes().hex(), "container": container[-48:].hex()}), flush=True)
+"""
+
+
+def mlp_with(seed: int) -> tuple[bytes, bytes]:
+    """An MLP with random positive weights from ``seed``: the model and its first 64 weight bytes."""
+    w1 = np.random.default_rng(seed).uniform(0.5, 1.5, (4, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+        "secret",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        [numpy_helper.from_array(w1, "w1")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString(), w1.tobytes()[:64]
+
+
+def policy_with(mr_enclave: bytes) -> EnclavePolicy:
+    return EnclavePolicy(mr_enclave=mr_enclave, allow_simulated=True)
+
+
+def test_the_host_process_never_holds_models_keys_or_tensors(service: Serving, tmp_path: Path) -> None:
+    script = tmp_path / "proof_client.py"
+    script.write_text(PROOF_CLIENT)
+    # The client runs in its own process, so this one is only the host (HTTP side and storage).
+    command = [sys.executable, str(script), service.url, bytes(service.service.info.mr_enclave).hex(), "-",
+               str(Path(__file__).parent)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    client = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    watchdog = threading.Timer(90, client.kill)
+    watchdog.start()
+    try:
+        assert client.stdin is not None and client.stdout is not None and client.stderr is not None
+        # 1. Everything happened and the client waits; snapshot before this process learns what to look for.
+        line = client.stdout.readline()
+        assert line == b"ready\n", client.stderr.read().decode()
+        assert snapshot_memory(tmp_path / "memory") > 1 << 20
+        # 2. Learn the secrets, then search the snapshot.
+        client.stdin.write(b"go\n")
+        client.stdin.flush()
+        facts = {name: bytes.fromhex(value) for name, value in json.loads(client.stdout.readline()).items()}
+        secrets = {
+            "model key": facts["key"], "model key hex": facts["key"].hex().encode(), "model weights": facts["weights"],
+            "input tensor": facts["input"], "output tensor": facts["output"],
+        }  # fmt: skip
+        # Control: the same scan finds what the host did hold, the encrypted container it stored.
+        found = found_in_snapshot(tmp_path / "memory", {**secrets, "container": facts["container"]})
+        assert found & set(secrets) == set()
+        assert "container" in found
+    finally:
+        watchdog.cancel()
+        if client.poll() is None:
+            client.kill()
+        client.wait()
+
+
+# -- the command line --------------------------------------------------------------------------------------------
+
+
+def test_enklave_inference_serve_runs_the_service(home: Path, tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "ENKLAVE_HOME": str(home), "ENKLAVE_INFERENCE_OWNER_TOKEN": OWNER}
+    code = "import sys; from enklave.cli.inference import inference; sys.exit(inference())"
+    command = [sys.executable, "-c", code, "serve", "--mode", "sim", "--port", str(port), "--data-dir",
+               str(tmp_path / "cli"), "--threads", "1"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        ready = False
+        while not ready and process.poll() is None and time.monotonic() < deadline:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                time.sleep(0.1)
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers=owner_headers()) if ready else None
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    assert ready, err.decode()
+    assert models is not None and models.status_code == 200 and models.json() == {"models": []}
+    assert b"inference service: enclave " in err
+
+
+# -- the parts, without an enclave -------------------------------------------------------------------------------
+
+
+def test_the_gateway_keys_are_rfc_9180_derive_key_pair_of_the_seed() -> None:
+    # RFC 9180 A.1.1 (DHKEM(X25519)) and A.3.1 (DHKEM(P-256)): ikmR -> skRm.
+    x25519 = bytes.fromhex("6db9df30aa07dd42ee5e8181afdb977e538f5e1fec8a06223f33f7013e525037")
+    servers = derive_servers(x25519, max_message_size=1 << 20)
+    assert servers[0].key_config.public_key.hex() == (
+        "3948cfe0ad1ddb695d780e59077195da6c56506b027329794ab02bca80815c4d"
+    )
+    p256 = bytes.fromhex("668b37171f1072f3cf12ea8a236a45df23fc13b82af3609ad1e354f6ef817550")
+    public = derive_servers(p256, max_message_size=1 << 20)[1].key_config.public_key
+    assert public.hex().startswith("04fe8c19ce0905191ebc298a9245792531f26f0cece2460639e8bc39cb7f706a82")
+    ids = [key_ids(os.urandom(32))[0] for _ in range(64)]
+    assert all(i % 2 == 1 and 1 <= i <= 253 for i in ids) and len(set(ids)) > 8
+
+
+def test_the_vault_state_round_trips_and_keeps_order() -> None:
+    saved: list[bytes] = []
+    repository = ModelRepository(intra_op_threads=1, max_batch=1)
+    vault = ModelVault(repository, on_change=saved.append)
+    vault.set_seed(b"\x01" * 32)
+    key = os.urandom(32)
+    assert vault.set_owner_key("m", "1", key) is None
+    outcome = vault.offer(encrypt_model(mlp(), key, name="m", version=1), max_model_bytes=1 << 20)
+    assert outcome.loaded and outcome.info.name == "m"
+    assert [json.loads(state)["generation"] for state in saved] == [1, 2]
+    restored = ModelVault(ModelRepository(intra_op_threads=1, max_batch=1), on_change=saved.append)
+    restored.restore(saved[-1])
+    assert restored.seed == b"\x01" * 32
+    assert restored.state_document() == vault.state_document()
+    # A model whose key the vault does not hold waits; the wrong key leaves it waiting.
+    other = encrypt_model(mlp(), os.urandom(32), name="n", version=1)
+    assert not restored.offer(other, max_model_bytes=1 << 20).loaded
+    with pytest.raises(VerificationError):
+        restored.set_owner_key("n", "1", key)
+    assert [h.name for h, _, _ in restored.pending()] == ["n"]
+
+
+def test_the_model_store_keeps_large_containers_in_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import enklave.inference._model_store as store_module
+
+    monkeypatch.setattr(store_module, "CHUNK_SIZE", 1000)
+    storage = SQLiteStorage(tmp_path / "s.db")
+    store = ModelStore(storage)
+    blob = os.urandom(4321)
+    store.put("m", "2", blob)
+    assert store.get("m", "2") == blob and store.list() == [("m", "2")]
+    assert len(storage.keys("inference-model-chunks")) == 5
+    storage.put("inference-model-chunks", "m/2/3", b"x" * 1000)
+    with pytest.raises(BadDataError):
+        store.get("m", "2")
+    assert (
+        store.delete("m", "2")
+        and store.get("m", "2") is None
+        and storage.keys("inference-model-chunks") == []
+    )
+    storage.close()
+
+
+def test_the_router_answers_every_request_without_raising() -> None:
+    repository = ModelRepository(intra_op_threads=1, max_batch=1)
+    router = Router(repository, RouterSettings(api_key_sha256=token_digest(API_KEY)))
+    for request in (
+        BhttpRequest("GET", path="/v2"),
+        BhttpRequest("DELETE", path="/v2/models"),
+        BhttpRequest("GET", path="/v2/models/%00"),
+        BhttpRequest("PUT", path="/v2/models/m/versions/1/key", content=bytes(32)),
+        BhttpRequest("POST", path="/v2/models/m/infer", headers=(("authorization", f"Bearer {API_KEY}"),)),
+    ):
+        answer = router(request)
+        assert answer.status in (200, 400, 401, 403, 404, 405), answer
+    assert router.stats()["2xx"] == 1
+
+
+_PATHS = st.sampled_from(
+    ["/v2/models/m/infer", "/v2/models/m/versions/1/infer", "/v2/models/m", "/v2/models/m/versions/1/key",
+     "/v2/models/m/ready", "/v2/models", "/v2/health/ready", "/v2", "/v2/models/m/versions/01/infer", "/x"]
+)  # fmt: skip
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+_TENSOR = st.fixed_dictionaries(
+    {"name": st.sampled_from(["x", "y", ""]), "datatype": st.sampled_from(["FP32", "INT64", "BYTES", "FP99"]),
+     "shape": st.lists(st.integers(-2, 5), max_size=3), "data": _JSON}
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fuzzed_router() -> Router:
+    repository = ModelRepository(intra_op_threads=1, max_batch=1)
+    key = os.urandom(32)
+    repository.add(encrypt_model(mlp(), key, name="m", version=1), key)
+    vault = ModelVault(repository, on_change=lambda state: None)
+    options = RouterSettings(owner_token_sha256=token_digest(OWNER), max_request_bytes=1 << 16)
+    return Router(repository, options, keys=vault)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
+    path=_PATHS,
+    body=st.one_of(
+        st.binary(max_size=64),
+        _JSON.map(lambda value: json.dumps(value).encode()),
+        st.lists(_TENSOR, max_size=3).map(lambda inputs: json.dumps({"inputs": inputs}).encode()),
+    ),
+    length=st.one_of(st.none(), st.text("0123456789x-", max_size=4)),
+    token=st.sampled_from([None, OWNER, "other-token-0123456789"]),
+)
+def test_the_router_answers_fuzzed_requests_with_4xx_never_a_crash(
+    fuzzed_router: Router, method: str, path: str, body: bytes, length: str | None, token: str | None
+) -> None:
+    headers: tuple[tuple[str, str], ...] = (("content-type", "application/json"),)
+    if length is not None:
+        headers += (("inference-header-content-length", length),)
+    if token is not None:
+        headers += (("authorization", f"Bearer {token}"),)
+    answer = fuzzed_router(BhttpRequest(method, path=path, headers=headers, content=body))
+    assert answer.status < 500, answer.content
+    if answer.status >= 400:
+        assert error_message(answer.content)
