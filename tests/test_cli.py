@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import subprocess
 import sys
@@ -43,43 +42,6 @@ def test_top_level_help_documents_exit_codes(capsys: pytest.CaptureFixture[str])
     _, out, _ = run(capsys, "--help")
     for code in ("0", "1", "2", "3", "4", "70"):
         assert f"\n  {code} " in out.replace("\n    ", "\n  ")
-
-
-def test_demo_prints_the_verified_identity(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ENKLAVE_HOME", str(tmp_path))
-    code, out, err = run(capsys, "demo")
-    assert code == EXIT_OK, err
-    real, simulated = out.split("enklave demo, part 2")
-    assert MRENCLAVE in real
-    assert "ConfigurationAndSWHardeningNeeded" in real
-    assert "INTEL-SA-00289" in real
-    # Part 2 ran the template app on a simulated platform provisioned in the fresh ENKLAVE_HOME.
-    assert str(tmp_path) in simulated
-    assert (tmp_path / "sim" / "public" / "root_ca.pem").is_file()
-    assert "Hello, enklave demo, from inside the enclave (sim mode)" in simulated
-    assert "default policy: rejects it" in simulated
-    assert "accepted only because the simulated root was trusted explicitly" in simulated
-
-
-def test_demo_json_has_both_results(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ENKLAVE_HOME", str(tmp_path))
-    code, out, err = run(capsys, "demo", "--json")
-    assert code == EXIT_OK, err
-    view = json.loads(out)
-    assert view["real_quote"]["mrenclave"] == MRENCLAVE
-    assert view["real_quote"]["simulated"] is False
-    sim = view["simulated_app"]
-    assert sim["verified"]["simulated"] is True
-    assert sim["verified"]["mrenclave"] == sim["mrenclave"] != MRENCLAVE
-    # The enclave bound SHA-256(nonce) into the first half of its report data.
-    assert sim["verified"]["report_data"].startswith(hashlib.sha256(bytes.fromhex(sim["nonce"])).hexdigest())
-    assert sim["enclave_log"] == ["hello('enklave demo') called"]
-    assert "simulated" in sim["default_policy_rejected"]
-    assert sim["unsealed_matches"] is True
 
 
 def test_quote_show_json_has_the_required_fields(capsys: pytest.CaptureFixture[str]) -> None:

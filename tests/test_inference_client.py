@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -64,6 +65,7 @@ from enklave.inference._client_attest import parse_answer
 from enklave.inference._vault import ModelVault
 from enklave.inference.app import serving as serve_inference
 from enklave.inference.client import AsyncClient, Client, UploadResult
+from enklave.inference.credentials import owner_credentials
 from enklave.inference.model_format import decrypt_model, encrypt_model, read_header
 from enklave.inference.repository import ModelRepository
 from enklave.inference.router import Router, RouterSettings, token_digest
@@ -74,6 +76,8 @@ from enklave.sgx.report import AttributeFlags, Attributes, ReportBody
 from service_fixtures import enklave_home, serving
 
 OWNER = "owner-token-5f1c2e0a9b7d4c31"
+# What the host is configured with instead of the owner token.
+CREDENTIAL, OWNER_SHA256 = owner_credentials(OWNER)
 API_KEY = "api-key-8e2a6c40d1b3f597"
 MR_ENCLAVE = b"\x17" * 32
 MR_SIGNER = b"\x29" * 32
@@ -203,8 +207,10 @@ class FakeHost:
         return Response(answer, media_type=OHTTP_RESPONSE_MEDIA_TYPE)
 
     async def models_route(self, request: Request) -> Response:
-        if request.headers.get("authorization") != f"Bearer {OWNER}":
-            return JSONResponse({"error": {"code": "Unauthorized", "message": "owner token needed"}}, 401)
+        if request.headers.get("authorization") != f"Bearer {CREDENTIAL}":
+            return JSONResponse(
+                {"error": {"code": "Unauthorized", "message": "owner credential needed"}}, 401
+            )
         if request.method == "GET":
             listed = [{"name": name, "version": version} for name, version in sorted(self.stored)]
             return JSONResponse({"models": listed})
@@ -227,6 +233,9 @@ class FakeHost:
     def app(self) -> Starlette:
         async def logged(request: Request) -> Response:
             self.log.append((request.method, request.url.path))
+            # Everything of the request but its body (recorded by the routes): the target and every header.
+            self.seen.append(f"{request.method} {request.url}\n".encode())
+            self.seen.extend(name + b": " + value for name, value in request.headers.raw)
             path = request.url.path
             if path == "/v1/attestation":
                 return await self.attestation(request)
@@ -339,10 +348,14 @@ def test_the_host_sees_no_tensor_key_or_model(host: FakeHost, url: str) -> None:
     with client_for(url) as client:
         client.upload_model(MLP, name="secretive", version=3, key=key)
         outputs = client.infer("secretive", {"x": MARKER})
-    seen = b"".join(host.seen)
+    seen = b"\n".join(host.seen)
     assert len(host.seen) >= 4  # The container, the key exchange and the inference, both ways.
-    for secret in (MARKER.tobytes(), outputs["y"].tobytes(), key, key.hex().encode(), API_KEY.encode()):
+    for secret in (
+        MARKER.tobytes(), outputs["y"].tobytes(), key, key.hex().encode(), API_KEY.encode(), OWNER.encode()
+    ):  # fmt: skip
         assert secret not in seen
+    # Control: the headers were recorded, and the host was given the credential derived from the owner token.
+    assert f"authorization: Bearer {CREDENTIAL}".encode() in seen
     # The model's weights travel only encrypted: no 32-byte window of the plaintext model reaches the host.
     assert not any(MLP[i : i + 32] in seen for i in range(0, len(MLP) - 32, 16))
 
@@ -719,6 +732,27 @@ def test_cli_encrypt_upload_and_infer(
     assert code == EXIT_OK and json.loads(stdout)["deleted"] is True
 
 
+def test_cli_model_credentials_prints_what_the_host_is_configured_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ENKLAVE_INFERENCE_OWNER_TOKEN", raising=False)
+    token_file = tmp_path / "owner.token"
+    token_file.write_text(OWNER + "\n")
+    code, stdout, err = _run(model_command, ["credentials", "--owner-token-file", str(token_file)], capsys)
+    assert code == EXIT_OK, err
+    assert json.loads(stdout) == {"owner_credential": CREDENTIAL, "owner_token_sha256": OWNER_SHA256}
+    assert OWNER not in stdout + err
+    monkeypatch.setenv("ENKLAVE_INFERENCE_OWNER_TOKEN", OWNER)
+    code, stdout, _ = _run(model_command, ["credentials", "--format", "env"], capsys)
+    assert code == EXIT_OK and stdout.splitlines() == [
+        f"ENKLAVE_INFERENCE_OWNER_CREDENTIAL={CREDENTIAL}",
+        f"ENKLAVE_INFERENCE_OWNER_TOKEN_SHA256={OWNER_SHA256}",
+    ]
+    # A token the service would refuse is refused here too, without echoing it.
+    code, stdout, err = _run(model_command, ["credentials", "--owner-token", "too-short"], capsys)
+    assert code == EXIT_USAGE and stdout == "" and "too-short" not in err and "16" in err
+
+
 def test_cli_refuses_without_a_pinned_enclave_or_with_the_wrong_one(
     host: FakeHost, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -746,24 +780,61 @@ def test_cli_refuses_without_a_pinned_enclave_or_with_the_wrong_one(
 # -- against the real service -----------------------------------------------------------------------------------------
 
 
+class Recording(httpx.BaseTransport):
+    """A network transport that keeps a copy of every request it sends: method, URL, headers and body."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+        self.sent: list[bytes] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.read()
+        headers = b"".join(name + b": " + value + b"\n" for name, value in request.headers.raw)
+        self.sent.append(f"{request.method} {request.url}\n".encode() + headers + b"\n" + body)
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 def test_against_the_real_service_in_simulation(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # The host is configured without the owner token: only the credential derived from it and its SHA-256.
     config = InferenceConfig(
-        data_dir=tmp_path / "service", mode="sim", home=home, owner_token=OWNER, api_key=API_KEY, max_batch=1
-    )
+        data_dir=tmp_path / "service", mode="sim", home=home, owner_credential=CREDENTIAL,
+        owner_token_sha256=OWNER_SHA256, api_key=API_KEY, max_batch=1,
+    )  # fmt: skip
     x = np.random.default_rng(11).normal(size=(3, 4)).astype(np.float32)
+    recording = Recording()
     with serve_inference(config) as running:
         mr_enclave = bytes(running.service.info.mr_enclave)
         policy = EnclavePolicy(mr_enclave=mr_enclave, allow_simulated=True)
-        with client_for(running.url, policy=policy) as client:
+        with client_for(running.url, policy=policy, transport=recording) as client:
+            # An owner-keyed upload: the container to the host, then the key to the enclave with the owner token.
             result = client.upload_model(MLP, name="mlp", version=1)
             assert result.loaded and result.sha256 == hashlib.sha256(MLP).hexdigest()
             assert client.attestation is not None and client.attestation.mr_enclave == mr_enclave
             np.testing.assert_allclose(client.infer("mlp", {"x": x})["y"], plain(MLP, {"x": x})[0], rtol=1e-6)
             assert [(entry["name"], entry["version"]) for entry in client.models()] == [("mlp", "1")]
+            assert [(m["name"], m["status"]) for m in client.uploaded_models()["models"]] == [
+                ("mlp", "loaded")
+            ]
             with pytest.raises(BoundaryError):
                 client.infer("mlp", {"x": np.ones((1, 7), dtype=np.float32)})
+        # Every byte the host received: the token is in none of them, the credential is where the host needs it.
+        sent = b"\n".join(recording.sent)
+        assert len(recording.sent) >= 5 and OWNER.encode() not in sent
+        assert f"authorization: Bearer {CREDENTIAL}".encode() in sent
+        # A wrong credential is refused with a challenge; so is the owner token itself, were a caller to send it.
+        for wrong in (OWNER, CREDENTIAL[:-1] + ("A" if CREDENTIAL[-1] != "A" else "B")):
+            refused = httpx.get(f"{running.url}/v1/models", headers={"authorization": f"Bearer {wrong}"})
+            assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+        with (
+            client_for(running.url, policy=policy, owner_token=OWNER + "x") as client,
+            pytest.raises(UsageError, match="HTTP 401"),
+        ):
+            client.uploaded_models()
         with (
             client_for(
                 running.url, policy=EnclavePolicy(mr_enclave=MR_ENCLAVE, allow_simulated=True)

@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -47,12 +49,13 @@ from enklave.channels.ohttp_attested import (
     VerifiedKeyConfig,
     key_config_report_data,
 )
-from enklave.errors import BadDataError, PolicyError, VerificationError
+from enklave.errors import BadDataError, PolicyError, UsageError, VerificationError
 from enklave.inference._enclave_handle import sign_inference_enclave
 from enklave.inference._gateway_keys import derive_servers, key_ids
 from enklave.inference._model_store import ModelStore
 from enklave.inference._vault import ModelVault
 from enklave.inference.app import Serving, build_app, serving
+from enklave.inference.credentials import HOST_CREDENTIAL_LABEL, host_credential, owner_credentials
 from enklave.inference.model_format import encrypt_model
 from enklave.inference.protocol import (
     InferInput,
@@ -86,6 +89,8 @@ with warnings.catch_warnings():
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 OWNER = "owner-token-0123456789abcdef"
+# The host is configured with these, never with OWNER: only the enclave gets the token, inside the encryption.
+CREDENTIAL, OWNER_SHA256 = owner_credentials(OWNER)
 API_KEY = "api-key-0123456789abcdef"
 KBS_ADMIN = "kbs-admin-token-0123456789"
 RESNET_IN, RESNET_OUT = "gpu_0/data_0", "gpu_0/softmax_1"
@@ -193,7 +198,7 @@ class Inner:
 
 
 def owner_headers() -> dict[str, str]:
-    return {"authorization": f"Bearer {OWNER}"}
+    return {"authorization": f"Bearer {CREDENTIAL}"}
 
 
 def upload(url: str, container: bytes, name: str, version: str = "1") -> httpx.Response:
@@ -241,7 +246,8 @@ def kbs_url(home: Path, maa_url: str) -> Iterator[str]:
 
 def service_config(home: Path, name: str, **options: Any) -> InferenceConfig:
     defaults: dict[str, Any] = {
-        "mode": "sim", "home": home, "owner_token": OWNER, "api_key": API_KEY, "threads": 1,
+        "mode": "sim", "home": home, "owner_credential": CREDENTIAL, "owner_token_sha256": OWNER_SHA256,
+        "api_key": API_KEY, "threads": 1,
         "max_batch": 8, "batch_delay_ms": 50.0, "max_request_bytes": 8 << 20, "max_model_bytes": 8 << 20,
         "max_total_bytes": 32 << 20,
     }  # fmt: skip
@@ -423,6 +429,8 @@ def test_inference_needs_the_api_key_and_keys_need_the_owner(inner: Inner, small
     assert inner.call("GET", "/v2/models", token=None).status == 401
     # The API key does not set model keys; the owner's key for a loaded model that it does not open is refused.
     assert inner.call("PUT", "/v2/models/mlp/versions/1/key", body=bytes(32)).status == 403
+    # Nor does the host credential: what the host knows of the owner does not make it the owner in here.
+    assert inner.call("PUT", "/v2/models/mlp/versions/1/key", token=CREDENTIAL, body=bytes(32)).status == 403
     assert inner.call("GET", "/v2/health/ready", token=None).status == 200
 
 
@@ -475,7 +483,20 @@ def test_bad_host_requests_get_json_4xx_and_the_service_keeps_serving(service: S
                     content=container,
                     headers={"authorization": "Bearer wrong-token-0123456789"},
                 ),
-                403,
+                401,
+            ),
+            # The owner token itself is not the host's credential (and a client never sends it here).
+            (
+                http.put(
+                    "/v1/models/other/versions/1",
+                    content=container,
+                    headers={"authorization": f"Bearer {OWNER}"},
+                ),
+                401,
+            ),
+            (
+                http.delete("/v1/models/mlp/versions/1", headers={"authorization": f"Bearer {CREDENTIAL}x"}),
+                401,
             ),
             (
                 http.put("/v1/models/other/versions/1", content=b"not a container", headers=owner_headers()),
@@ -511,6 +532,7 @@ def test_bad_host_requests_get_json_4xx_and_the_service_keeps_serving(service: S
         for answer, status in cases:
             assert answer.status_code == status, (status, answer.text)
             assert set(answer.json()["error"]) == {"code", "message"}
+            assert (answer.headers.get("www-authenticate") is not None) == (status == 401)
         # A request for a key id the gateway does not have: the client's cue to attest again.
         stale = http.post("/v1/gateway", content=bytes([0]) + bytes(80), headers=ohttp)
         assert stale.status_code == 400 and stale.json()["error"]["code"] == "UnknownKeyId"
@@ -543,6 +565,11 @@ def test_upload_list_delete(service: Serving, inner: Inner) -> None:
     assert inner.call("GET", "/v2/models/gone").status == 404
     # The waiting model is checked against the owner's key when it arrives: a wrong key is refused and not kept.
     assert upload(service.url, container, "gone", "3").status_code == 202
+    # The host's credential does not deliver keys, not even the right one: only the owner token does.
+    refused = inner.call("PUT", "/v2/models/gone/versions/3/key", token=CREDENTIAL, body=key)
+    assert refused.status == 403 and b"not valid" in refused.content
+    listing = httpx.get(f"{service.url}/v1/models", headers=owner_headers()).json()["models"]
+    assert ("gone", "waiting") in {(entry["name"], entry["status"]) for entry in listing}
     assert inner.call("PUT", "/v2/models/gone/versions/3/key", token=OWNER, body=os.urandom(32)).status == 400
     assert inner.call("PUT", "/v2/models/gone/versions/3/key", token=OWNER, body=key).status == 200
     assert (
@@ -683,7 +710,7 @@ PROOF_CLIENT = """\
 import hashlib, json, os, sys
 import httpx, numpy as np
 sys.path.insert(0, sys.argv[4])
-from test_inference_service import Inner, attest, encrypt_model, mlp_with, policy_with, OWNER
+from test_inference_service import Inner, attest, encrypt_model, mlp_with, policy_with, CREDENTIAL, OWNER
 from enklave.channels.ohttp_attested import AttestedOhttpClient
 
 url = sys.argv[1]
@@ -691,7 +718,7 @@ model, weights = mlp_with(int.from_bytes(os.urandom(8), "big"))
 key = os.urandom(32)
 container = encrypt_model(model, key, name="secret", version=1)
 answer = httpx.put(url + "/v1/models/secret/versions/1", content=container,
-                   headers={"authorization": "Bearer " + OWNER})
+                   headers={"authorization": "Bearer " + CREDENTIAL})
 assert answer.status_code == 202, answer.text
 verified, _, _ = attest(url, policy_with(bytes.fromhex(sys.argv[2])))
 inner = Inner(url, AttestedOhttpClient(verified, max_message_size=64 << 20))
@@ -788,6 +815,8 @@ def test_enklave_inference_serve_runs_the_service(home: Path, tmp_path: Path) ->
     assert ready, err.decode()
     assert models is not None and models.status_code == 200 and models.json() == {"models": []}
     assert b"inference service: enclave " in err
+    # Given the token, the host says that it saw it, and how to avoid that; it never prints the token.
+    assert b"note: the owner token was given to the host" in err and OWNER.encode() not in err
 
 
 # -- the parts, without an enclave -------------------------------------------------------------------------------
@@ -805,6 +834,103 @@ def test_the_gateway_keys_are_rfc_9180_derive_key_pair_of_the_seed() -> None:
     assert public.hex().startswith("04fe8c19ce0905191ebc298a9245792531f26f0cece2460639e8bc39cb7f706a82")
     ids = [key_ids(os.urandom(32))[0] for _ in range(64)]
     assert all(i % 2 == 1 and 1 <= i <= 253 for i in ids) and len(set(ids)) > 8
+
+
+def test_the_host_credential_is_an_hmac_of_the_owner_token() -> None:
+    # Computed independently with OpenSSL: printf 'enklave inference host credential v1' | openssl dgst -sha256
+    # -mac HMAC -macopt key:owner-token-0123456789abcdef -binary | base64 | tr '+/' '-_' (then no padding).
+    assert host_credential(OWNER) == "PMIbNWCBLoqm7Wgz65mp9X3jtcMKjB5mhyMyk0ZFgZQ"
+    mac = crypto_hmac.HMAC(OWNER.encode(), hashes.SHA256())
+    mac.update(HOST_CREDENTIAL_LABEL)
+    assert _b64url.decode(CREDENTIAL) == mac.finalize()
+    # The digest is the one the enclave compares, and neither value contains the token.
+    assert bytes.fromhex(OWNER_SHA256) == token_digest(OWNER) == hashlib.sha256(OWNER.encode()).digest()
+    assert OWNER not in CREDENTIAL + OWNER_SHA256 and host_credential(OWNER + "x") != CREDENTIAL
+    for weak in ("short-token", "has a space in it 0123", "tab\there-0123456789", ""):
+        with pytest.raises(UsageError, match="owner token"):
+            owner_credentials(weak)
+    with pytest.raises(UsageError):
+        host_credential("")
+
+
+def test_the_config_keeps_only_what_it_derives_from_the_owner_token(tmp_path: Path) -> None:
+    derived = InferenceConfig(data_dir=tmp_path, owner_token=OWNER)
+    assert derived.owner_token is None
+    assert (derived.owner_credential, derived.owner_token_sha256) == (CREDENTIAL, OWNER_SHA256)
+    assert derived.enclave_settings()["owner_token_sha256"] == OWNER_SHA256
+    assert OWNER not in repr(derived) and CREDENTIAL not in repr(derived)
+    given = InferenceConfig(
+        data_dir=tmp_path, owner_credential=CREDENTIAL, owner_token_sha256=OWNER_SHA256.upper()
+    )
+    assert given.owner_token_sha256 == OWNER_SHA256 and given.enclave_settings() == derived.enclave_settings()
+    # A configuration built again from the fields (dataclasses.replace) stays the same.
+    assert replace(derived, max_batch=2).owner_credential == CREDENTIAL
+    disabled = InferenceConfig(data_dir=tmp_path)
+    assert disabled.owner_credential is None and disabled.enclave_settings()["owner_token_sha256"] is None
+    for bad in (
+        {"owner_token": OWNER, "owner_credential": CREDENTIAL},
+        {"owner_token": OWNER, "owner_token_sha256": OWNER_SHA256},
+        {"owner_credential": CREDENTIAL},
+        {"owner_token_sha256": OWNER_SHA256},
+        {"owner_credential": CREDENTIAL + "=", "owner_token_sha256": OWNER_SHA256},
+        {"owner_credential": CREDENTIAL[:-2], "owner_token_sha256": OWNER_SHA256},
+        {"owner_credential": OWNER, "owner_token_sha256": OWNER_SHA256},
+        {"owner_credential": CREDENTIAL, "owner_token_sha256": OWNER_SHA256[:-1]},
+        {"owner_credential": CREDENTIAL, "owner_token_sha256": OWNER_SHA256[:-1] + "g"},
+    ):
+        with pytest.raises(UsageError) as refused:
+            InferenceConfig(data_dir=tmp_path, **bad)
+        assert OWNER not in str(refused.value) and CREDENTIAL not in str(refused.value)
+
+
+def test_the_router_takes_model_keys_only_with_the_owner_token() -> None:
+    repository = ModelRepository(intra_op_threads=1, max_batch=1)
+    vault = ModelVault(repository, on_change=lambda state: None)
+    router = Router(repository, RouterSettings(owner_token_sha256=bytes.fromhex(OWNER_SHA256)), keys=vault)
+
+    def put_key(token: str) -> BhttpResponse:
+        headers = (("authorization", f"Bearer {token}"),)
+        return router(
+            BhttpRequest("PUT", path="/v2/models/m/versions/1/key", headers=headers, content=bytes(32))
+        )
+
+    assert put_key(CREDENTIAL).status == 403 and put_key(OWNER_SHA256).status == 403
+    assert put_key(OWNER).status == 202
+
+
+def test_inference_serve_takes_the_credential_pair_or_drops_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from enklave.cli._errors import EXIT_OK, EXIT_USAGE, run_guarded
+    from enklave.cli.inference import inference
+
+    # The package attribute "inference" is the click group, so reach the module itself through sys.modules.
+    cli_inference = sys.modules["enklave.cli.inference"]
+
+    started: list[InferenceConfig] = []
+
+    def fake_serve(options: Any, make_service: Any, make_app: Any, banner: Any) -> None:
+        storage = SQLiteStorage(tmp_path / "state.db")
+        started.append(make_service(storage).config)
+        storage.close()
+
+    monkeypatch.setattr(cli_inference, "serve_service", fake_serve)
+    monkeypatch.setenv("ENKLAVE_HOME", str(tmp_path / "home"))
+    for name in ("TOKEN", "CREDENTIAL", "TOKEN_SHA256"):
+        monkeypatch.delenv(f"ENKLAVE_INFERENCE_OWNER_{name}", raising=False)
+    base = ["serve", "--mode", "sim", "--data-dir", str(tmp_path / "data")]
+    pair = ["--owner-credential", CREDENTIAL, "--owner-token-sha256", OWNER_SHA256]
+    assert run_guarded(inference, [*base, *pair]) == EXIT_OK
+    monkeypatch.setenv("ENKLAVE_INFERENCE_OWNER_TOKEN", OWNER)
+    assert run_guarded(inference, base) == EXIT_OK
+    # The token is gone from the environment that child processes (the enclave's among them) inherit.
+    assert "ENKLAVE_INFERENCE_OWNER_TOKEN" not in os.environ
+    assert [(c.owner_token, c.owner_credential, c.owner_token_sha256) for c in started] == [
+        (None, CREDENTIAL, OWNER_SHA256)
+    ] * 2
+    assert run_guarded(inference, [*base, "--owner-token", OWNER, *pair]) == EXIT_USAGE
+    assert run_guarded(inference, [*base, "--owner-credential", CREDENTIAL]) == EXIT_USAGE
+    assert len(started) == 2
 
 
 def test_the_vault_state_round_trips_and_keeps_order() -> None:

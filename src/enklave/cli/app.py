@@ -2,8 +2,7 @@
 
 The scaffold's files are package data under ``enklave/_templates/app``: each ``X.tmpl`` becomes ``X`` (and
 ``gitignore.tmpl`` / ``dockerignore.tmpl`` become the dot files), with ``${name}`` and ``${enklave_version}``
-substituted. ``enklave demo`` signs the same template, so the app that ``enklave new`` writes is exercised by
-every demo run.
+substituted. ``tests/test_cli_app.py`` exercises the app that ``enklave new`` writes.
 """
 
 from __future__ import annotations

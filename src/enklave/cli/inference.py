@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -56,9 +57,19 @@ def _size(value: str, option: str) -> int:
     help="Run the enclave in simulation, on SGX, or on SGX when present.",
 )  # fmt: skip
 @click.option(
+    "--owner-credential", envvar="ENKLAVE_INFERENCE_OWNER_CREDENTIAL", default=None,
+    help="The model owner's host credential, from 'enklave model credentials' (env "
+    "ENKLAVE_INFERENCE_OWNER_CREDENTIAL); with --owner-token-sha256. Preferred: the host never sees the token.",
+)  # fmt: skip
+@click.option(
+    "--owner-token-sha256", envvar="ENKLAVE_INFERENCE_OWNER_TOKEN_SHA256", default=None, metavar="HEX",
+    help="SHA-256 of the owner token, which the enclave checks model keys against (env "
+    "ENKLAVE_INFERENCE_OWNER_TOKEN_SHA256); with --owner-credential.",
+)  # fmt: skip
+@click.option(
     "--owner-token", envvar="ENKLAVE_INFERENCE_OWNER_TOKEN", default=None,
-    help="Bearer token of the model owner: uploads, listing, deletion, model keys (env "
-    "ENKLAVE_INFERENCE_OWNER_TOKEN; none: model management disabled).",
+    help="The model owner's token itself (env ENKLAVE_INFERENCE_OWNER_TOKEN): the host derives the two values "
+    "above from it at start and drops it, but it did see it. No owner: model management disabled.",
 )  # fmt: skip
 @click.option(
     "--api-key", envvar="ENKLAVE_INFERENCE_API_KEY", default=None,
@@ -107,6 +118,8 @@ def serve(
     data_dir: Path | None,
     storage_url: str | None,
     mode: str,
+    owner_credential: str | None,
+    owner_token_sha256: str | None,
     owner_token: str | None,
     api_key: str | None,
     attestation_url: str | None,
@@ -125,18 +138,32 @@ def serve(
 ) -> None:
     """Serve confidential inference (plain HTTP on loopback by default; TLS with --certfile/--keyfile).
 
-    Every request body that matters is encrypted to the enclave: TLS protects the owner token and the upload
-    metadata.
+    Every request body that matters is encrypted to the enclave: TLS protects the owner credential and the upload
+    metadata. Configure the model owner with --owner-credential and --owner-token-sha256 ('enklave model
+    credentials' derives both from the owner token), so that this host never holds the token.
     """
     if (certfile is None) != (keyfile is None):
         raise UsageError("--certfile and --keyfile go together")
+    token = (owner_token or "").strip() or None
+    if token is not None:
+        # Keep the token out of the environment the enclave process and any other child inherit; the
+        # configuration below keeps only what it derives from it.
+        os.environ.pop("ENKLAVE_INFERENCE_OWNER_TOKEN", None)
+        click.echo(
+            "note: the owner token was given to the host, which derived the owner credential and the token's "
+            "SHA-256 from it and dropped it; pass those instead ('enklave model credentials') so that the host "
+            "never sees the token",
+            err=True,
+        )
     home = data_home()
     data = data_dir if data_dir is not None else home / "inference"
     config = InferenceConfig(
         data_dir=data,
         mode=mode,
         home=home,
-        owner_token=(owner_token or "").strip() or None,
+        owner_token=token,
+        owner_credential=(owner_credential or "").strip() or None,
+        owner_token_sha256=(owner_token_sha256 or "").strip() or None,
         api_key=(api_key or "").strip() or None,
         attestation_url=attestation_url,
         kbs_url=kbs_url,

@@ -3,7 +3,9 @@
 ``encrypt`` needs no service: it writes the encrypted container (AES-256-GCM, the layout of
 :mod:`enklave.inference.model_format`) and keeps the key in a file only its owner can read. ``upload`` sends a
 container to the service and, for an owner-keyed one, the key to the attested enclave inside the encryption;
-``list`` and ``delete`` manage what the service stores. Each of them needs the owner token.
+``list`` and ``delete`` manage what the service stores. Each of them needs the owner token; the host gets only
+the credential derived from it, the enclave the token itself inside the encryption. ``credentials`` prints what
+the service's operator configures instead of the token: the host credential and the token's SHA-256.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from enklave.cli.infer import TrustOptions, make_client, read_secret, trust_opti
 from enklave.errors import UsageError
 from enklave.inference._client_upload import MAX_MODEL_SIZE, new_model_key, prepare_model, read_source
 from enklave.inference.client import Client
+from enklave.inference.credentials import owner_credentials
 from enklave.inference.model_format import KEY_SIZE, read_header
 
 __all__ = ["model", "read_key_file"]
@@ -94,6 +97,28 @@ def _with_owner(command: Any) -> Any:
 @click.group("model")
 def model() -> None:
     """Encrypt ONNX models and manage those of a confidential inference service."""
+
+
+@model.command("credentials")
+@_with_owner
+@click.option(
+    "--format", "output_format", type=click.Choice(["json", "env"]), default="json", show_default=True,
+    help="JSON, or environment assignments for 'enklave inference serve'.",
+)  # fmt: skip
+def credentials(owner_token: str | None, owner_token_file: Path | None, output_format: str) -> None:
+    """Print what the service is configured with instead of the owner token.
+
+    The host credential (base64url HMAC-SHA256 of a fixed label keyed by the token), which clients present to the
+    host, and the token's SHA-256, which the host hands to the enclave: give them to 'enklave inference serve' as
+    --owner-credential and --owner-token-sha256. The host credential is a secret too (it allows uploads and
+    deletions); neither value reveals the token, which only the enclave ever receives.
+    """
+    credential, digest = owner_credentials(_owner_token(owner_token, owner_token_file))
+    if output_format == "env":
+        click.echo(f"ENKLAVE_INFERENCE_OWNER_CREDENTIAL={credential}")
+        click.echo(f"ENKLAVE_INFERENCE_OWNER_TOKEN_SHA256={digest}")
+    else:
+        _echo({"owner_credential": credential, "owner_token_sha256": digest})
 
 
 @model.command("encrypt")
@@ -215,8 +240,8 @@ def delete(name: str, version: str, url: str, owner_token: str | None, owner_tok
 
 
 def _plain_client(url: str, token: str, action: Callable[[Client], Any]) -> Any:
-    # Listing and deleting stored containers talk to the host only, and send nothing secret but the owner token,
-    # which the host checks anyway: no attestation. The empty AllOf accepts no enclave, so this client could
-    # never encrypt anything to one.
+    # Listing and deleting stored containers talk to the host only, and send nothing secret but the host
+    # credential derived from the owner token, which the host checks anyway: no attestation. The empty AllOf
+    # accepts no enclave, so this client could never encrypt anything to one.
     with Client(url, policy=AllOf(), owner_token=token) as client:
         return action(client)

@@ -199,7 +199,7 @@ class AsyncClient(Base):
             await self._pinned()
         path = msg.upload_path(upload.name, upload.version)
         headers = {
-            "authorization": f"Bearer {owner}",
+            **self._owner_headers(),
             "content-type": "application/octet-stream",
             "content-length": str(len(upload.blob)),
         }
@@ -217,7 +217,7 @@ class AsyncClient(Base):
         """See :meth:`Client.delete_model`."""
         path = msg.upload_path(name, version)
         status, _, body = await self._call(
-            "DELETE", path, limit=msg.MAX_JSON_ANSWER, headers={"authorization": f"Bearer {self._owner()}"}
+            "DELETE", path, limit=msg.MAX_JSON_ANSWER, headers=self._owner_headers()
         )
         return msg.read_outer_json(status, body, f"DELETE {path}")
 
@@ -227,7 +227,7 @@ class AsyncClient(Base):
             "GET",
             "/v1/models",
             limit=msg.MAX_JSON_ANSWER,
-            headers={"authorization": f"Bearer {self._owner()}"},
+            headers=self._owner_headers(),
         )
         return msg.read_outer_json(status, body, "GET /v1/models")
 

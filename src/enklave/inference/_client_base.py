@@ -30,6 +30,7 @@ from enklave.inference._client_attest import (
     verify_answer,
 )
 from enklave.inference._client_upload import Upload, UploadResult
+from enklave.inference.credentials import host_credential
 from enklave.inference.protocol import Limits
 
 __all__ = [
@@ -107,6 +108,8 @@ class Base:
         self._token_verifier = token_verifier
         self._api_key = api_key
         self._owner_token = owner_token
+        # The host gets only this credential derived from the token; the token itself goes only to the enclave.
+        self._owner_credential = None if owner_token is None else host_credential(owner_token)
         self._clock = clock if clock is not None else _utc_now
         # One quote verifier for the client's life: its cache keeps collateral checks across re-attestations.
         self._quote_verifier = QuoteVerifier(roots)
@@ -143,9 +146,16 @@ class Base:
         return Pin(attestation, encapsulator)
 
     def _owner(self) -> str:
+        """The owner token, for the enclave only (inside the encapsulation); never put it in an outer request."""
         if self._owner_token is None:
             raise UsageError("model management needs the owner token (owner_token=...)")
         return self._owner_token
+
+    def _owner_headers(self) -> dict[str, str]:
+        """The host's authorization for model management: the host credential derived from the owner token."""
+        if self._owner_credential is None:
+            raise UsageError("model management needs the owner token (owner_token=...)")
+        return {"authorization": f"Bearer {self._owner_credential}"}
 
     @staticmethod
     def _attestation_params(nonce: bytes) -> dict[str, str]:

@@ -15,10 +15,13 @@ Routes:
 ``GET /healthz``, ``GET /readyz``, ``GET /metrics``            liveness, readiness, Prometheus metrics
 =============================================================  ==============================================
 
-The owner routes need ``Authorization: Bearer <owner token>``. Errors are JSON ``{"error": {"code", "message"}}``:
-400 for bad input (a nonce that is not base64url, a request that does not decapsulate, a malformed container),
-401/403 for credentials, 404, 405, 409, 413 over the size limits (checked before the body is read whole), 415 for
-another content type, 503 when the enclave is unavailable. Inference errors travel inside the encryption.
+The owner routes need ``Authorization: Bearer <owner credential>``: the host credential derived from the owner
+token (:mod:`enklave.inference.credentials`), never the token, which only the enclave gets. Errors are JSON
+``{"error": {"code", "message"}}``: 400 for bad input (a nonce that is not base64url, a request that does not
+decapsulate, a malformed container), 401 (with ``WWW-Authenticate: Bearer``) for a missing or wrong credential,
+403 when no owner is configured, 404, 405, 409, 413 over the size limits (checked before the body is read
+whole), 415 for another content type, 503 when the enclave is unavailable. Inference errors travel inside the
+encryption.
 
 :func:`serving` runs a service on a loopback port in a background thread (tests, demos, the quick start).
 """
@@ -89,6 +92,13 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     return error_response(405, "MethodNotAllowed", "the method is not allowed on this resource")
 
 
+def _challenge(response: Response) -> Response:
+    """``response``, with the ``WWW-Authenticate`` challenge a 401 carries (RFC 9110, section 15.5.2)."""
+    if response.status_code == 401:
+        response.headers["www-authenticate"] = 'Bearer realm="enklave-inference-owner"'
+    return response
+
+
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
@@ -130,18 +140,18 @@ def create_app(service: InferenceService, *, manage_lifecycle: bool = False) -> 
         name, version = request.path_params["name"], request.path_params["version"]
         authorization = request.headers.get("authorization")
         if request.method == "DELETE":
-            return await _call(service.delete_model, name, version, authorization)
+            return _challenge(await _call(service.delete_model, name, version, authorization))
         # The owner check comes before the body is read: nobody else may make the service read a large body.
         refused = service.check_owner(authorization)
         if refused is not None:
-            return json_response(refused)
+            return _challenge(json_response(refused))
         body = await read_body(request, upload_limit)
         if isinstance(body, Response):
             return body
         return await _call(service.upload_model, name, version, body, authorization)
 
     async def models(request: Request) -> Response:
-        return await _call(service.list_models, request.headers.get("authorization"))
+        return _challenge(await _call(service.list_models, request.headers.get("authorization")))
 
     async def healthz(request: Request) -> Response:
         if not service.alive():

@@ -15,8 +15,10 @@ changed: a restart, another replica), the client attests again, under the same p
 
 Model owners upload models encrypted here (:mod:`enklave.inference.model_format`, AES-256-GCM): the host stores
 the container, and the key travels to the enclave inside the encapsulation (``PUT .../key``, owner token), or
-from the key broker when the container names a KBS key. :class:`Client` is synchronous and thread-safe;
-:class:`AsyncClient` offers the same API with ``await``.
+from the key broker when the container names a KBS key. The owner token itself goes only inside the
+encapsulation: the host's model routes get the host credential derived from it
+(:func:`~enklave.inference.credentials.host_credential`), from which the host cannot recover the token.
+:class:`Client` is synchronous and thread-safe; :class:`AsyncClient` offers the same API with ``await``.
 
 Errors: the verification errors of attestation (:class:`~enklave.errors.PolicyError`,
 :class:`~enklave.errors.BindingError`, ...), :class:`~enklave.errors.VerificationError` for a response that does
@@ -79,8 +81,9 @@ class Client(Base):
     collateral the service sends, checked up to ``roots`` (default: Intel's SGX root; pass
     ``[simulated_root()]`` for the simulated platform). ``attestation="token"`` trusts the attestation
     service whose tokens ``token_verifier`` checks. ``api_key`` authorizes inference, ``owner_token`` model
-    management. ``transport`` replaces httpx's network transport (tests); ``clock`` the time evidence is checked
-    at. Construction does no I/O; raises :class:`UsageError` for a bad argument.
+    management (the host gets only the credential derived from it). ``transport`` replaces httpx's network
+    transport (tests); ``clock`` the time evidence is checked at. Construction does no I/O; raises
+    :class:`UsageError` for a bad argument.
     """
 
     def __init__(
@@ -245,7 +248,7 @@ class Client(Base):
             self._pinned()
         path = msg.upload_path(upload.name, upload.version)
         headers = {
-            "authorization": f"Bearer {owner}",
+            **self._owner_headers(),
             "content-type": "application/octet-stream",
             "content-length": str(len(upload.blob)),
         }
@@ -260,9 +263,7 @@ class Client(Base):
     def delete_model(self, name: str, version: str | int) -> dict[str, Any]:
         """Delete one uploaded model version (owner); returns the host's answer."""
         path = msg.upload_path(name, version)
-        status, _, body = self._call(
-            "DELETE", path, limit=msg.MAX_JSON_ANSWER, headers={"authorization": f"Bearer {self._owner()}"}
-        )
+        status, _, body = self._call("DELETE", path, limit=msg.MAX_JSON_ANSWER, headers=self._owner_headers())
         return msg.read_outer_json(status, body, f"DELETE {path}")
 
     def uploaded_models(self) -> dict[str, Any]:
@@ -271,7 +272,7 @@ class Client(Base):
             "GET",
             "/v1/models",
             limit=msg.MAX_JSON_ANSWER,
-            headers={"authorization": f"Bearer {self._owner()}"},
+            headers=self._owner_headers(),
         )
         return msg.read_outer_json(status, body, "GET /v1/models")
 

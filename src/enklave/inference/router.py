@@ -16,7 +16,9 @@ neither the tensors nor the status of a request (a 4xx included) is visible to t
 
 A model without ``/versions/{v}`` means its latest version. When an API key is configured, every ``/v2/models``
 route needs ``authorization: Bearer <api key>`` (the owner token is accepted too); the key route always needs the
-owner token. Tokens are compared by SHA-256 digest in constant time. Errors are v2 error objects ``{"error":
+owner token itself. The token reaches the enclave only inside the encryption: the host knows only the credential
+derived from it for its own routes (:mod:`enklave.inference.credentials`), which is refused here like any other
+wrong token. Tokens are compared by SHA-256 digest in constant time. Errors are v2 error objects ``{"error":
 message}``: 400 for malformed input, 401/403 for credentials, 404 for an unknown model or route, 405, 409 for a
 key sent for a model that is loaded already, 413 over the size limits, 500 (without details) for a bug. Only
 :class:`~enklave.errors.BoundaryError` messages, which never quote tensor values, reach the client.

@@ -11,8 +11,10 @@ models kept in storage, and answers the operations that :mod:`.app` serves over 
   nonce``, see :func:`token_runtime_data`).
 * :meth:`~InferenceService.gateway`: relay one encapsulated request to the enclave and its answer back.
 * :meth:`~InferenceService.upload_model`, :meth:`~InferenceService.list_models`,
-  :meth:`~InferenceService.delete_model`: model management for the owner (bearer token, compared in constant
-  time). An uploaded container is ciphertext; its key reaches the enclave from the owner inside the encryption,
+  :meth:`~InferenceService.delete_model`: model management for the owner, who presents the host credential
+  derived from the owner token (:mod:`enklave.inference.credentials`; compared in constant time). The token
+  itself reaches only the enclave, inside the encryption; the host holds its SHA-256 to hand to the enclave.
+  An uploaded container is ciphertext; its key reaches the enclave from the owner inside the encryption,
   or from the key broker after attestation (``key_id`` ``kbs:<name>``), which the service asks at upload and at
   start for the keys that waiting models need.
 
@@ -23,11 +25,12 @@ answered with 4xx :class:`~enklave.services._response.ServiceResponse` values, n
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -44,10 +47,11 @@ from enklave.host import EnclaveInfo
 from enklave.inference._attestation_answer import EvidenceAnswers, token_runtime_data
 from enklave.inference._enclave_handle import InferenceEnclave, sign_inference_enclave
 from enklave.inference._model_store import ModelStore
+from enklave.inference.credentials import check_host_credential, check_token_sha256, owner_credentials
 from enklave.inference.model_format import MAX_MODEL_BYTES, is_valid_name, is_valid_version, read_header
 from enklave.platform.mode import resolve_mode
 from enklave.platform.simulated import SimulatedCollateralSource
-from enklave.services._response import ServiceResponse, check_admin
+from enklave.services._response import ServiceResponse, bearer_token
 from enklave.services.attestation.client import AttestationClient
 from enklave.services.kbs.client import KbsClient
 from enklave.services.storage import Storage
@@ -67,8 +71,13 @@ class InferenceConfig:
     """How the inference service runs.
 
     ``data_dir`` holds the signed enclave bundle and its signing key; ``mode`` is ``sim``, ``sgx`` or ``auto``;
-    ``home`` is ``ENKLAVE_HOME`` for the enclave. ``owner_token`` guards model management and model keys (None:
-    disabled), ``api_key`` guards inference (None: open); both at least 16 characters. ``attestation_url`` and
+    ``home`` is ``ENKLAVE_HOME`` for the enclave. The model owner is best configured by ``owner_credential``
+    (the host credential the owner presents here) with ``owner_token_sha256`` (the digest the enclave checks the
+    owner token against): the pair :func:`~enklave.inference.credentials.owner_credentials` derives from the
+    token, so that the host never sees the token. ``owner_token`` is accepted too: both values are derived from it
+    here and the field is then cleared to None (the process saw the token once). Neither: model management and
+    owner keys are disabled (403). ``api_key`` guards inference (None: open). Tokens are at least 16 printable
+    characters without spaces. ``attestation_url`` and
     ``kbs_url`` are the attestation service and the key broker of the key release flow (both or neither);
     ``hpke_seed_key`` names the key broker key the gateway's HPKE seed comes from (measured into the enclave; None:
     the enclave makes its own). ``max_batch``, ``batch_delay_ms`` and ``threads`` (ONNX Runtime's intra-op threads;
@@ -80,7 +89,7 @@ class InferenceConfig:
     data_dir: Path
     mode: str = "sim"
     home: Path | None = None
-    owner_token: str | None = None
+    owner_token: str | None = field(default=None, repr=False)
     api_key: str | None = None
     attestation_url: str | None = None
     kbs_url: str | None = None
@@ -98,15 +107,16 @@ class InferenceConfig:
     ecall_timeout: float = 300.0
     pcs_url: str = INTEL_PCS_URL
     collateral_source: CollateralSource | None = None
+    owner_credential: str | None = field(default=None, repr=False)
+    owner_token_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("sim", "sgx", "auto"):
             raise UsageError(f"mode must be sim, sgx or auto, not {self.mode!r}")
-        for what, token in (("owner token", self.owner_token), ("API key", self.api_key)):
-            if token is not None and (len(token) < _MIN_TOKEN or not token.isprintable() or " " in token):
-                raise UsageError(
-                    f"the {what} must be at least {_MIN_TOKEN} printable characters without spaces"
-                )
+        token = self.api_key
+        if token is not None and (len(token) < _MIN_TOKEN or not token.isprintable() or " " in token):
+            raise UsageError(f"the API key must be at least {_MIN_TOKEN} printable characters without spaces")
+        self._configure_owner()
         if (self.attestation_url is None) != (self.kbs_url is None):
             raise UsageError(
                 "the key release flow needs both an attestation service URL and a key broker URL"
@@ -122,14 +132,32 @@ class InferenceConfig:
         if min(self.max_models, self.max_tensors, self.max_elements, self.max_tensor_bytes) < 1:
             raise UsageError("the limits must be positive")
 
+    def _configure_owner(self) -> None:
+        """Check the owner's settings and replace an owner token by the two values derived from it."""
+        if self.owner_token is not None:
+            if self.owner_credential is not None or self.owner_token_sha256 is not None:
+                raise UsageError(
+                    "give the owner token, or the owner credential with the token's SHA-256, not both"
+                )
+            credential, digest = owner_credentials(self.owner_token)
+            # The frozen dataclass is still being built: these assignments complete it. Clearing the token keeps
+            # it out of the configuration, which lives as long as the service does.
+            object.__setattr__(self, "owner_credential", credential)
+            object.__setattr__(self, "owner_token_sha256", digest)
+            object.__setattr__(self, "owner_token", None)
+            return
+        if (self.owner_credential is None) != (self.owner_token_sha256 is None):
+            raise UsageError("the owner credential and the owner token's SHA-256 go together")
+        if self.owner_credential is not None:
+            check_host_credential(self.owner_credential)
+            object.__setattr__(self, "owner_token_sha256", check_token_sha256(self.owner_token_sha256))
+
     def enclave_settings(self) -> dict[str, Any]:
         """The run-time settings the enclave's ``init`` takes (tokens only as SHA-256 digests)."""
-
-        def digest(token: str | None) -> str | None:
-            return None if token is None else hashlib.sha256(token.encode("utf-8")).hexdigest()
-
+        api_key = self.api_key
         return {
-            "owner_token_sha256": digest(self.owner_token), "api_key_sha256": digest(self.api_key),
+            "owner_token_sha256": self.owner_token_sha256,
+            "api_key_sha256": None if api_key is None else hashlib.sha256(api_key.encode("utf-8")).hexdigest(),
             "max_models": self.max_models, "max_model_bytes": self.max_model_bytes,
             "max_total_bytes": self.max_total_bytes, "intra_op_threads": self.threads or (os.cpu_count() or 1),
             "max_batch": self.max_batch, "max_delay_ms": float(self.batch_delay_ms),
@@ -307,16 +335,35 @@ class InferenceService:
     # -- model management ----------------------------------------------------------------------------------------
 
     def check_owner(self, authorization: str | None) -> ServiceResponse | None:
-        """None when ``authorization`` carries the owner token, else the 401/403 answer."""
+        """None when ``authorization`` is ``Bearer <owner credential>``; else 401 ``Unauthorized`` (missing or
+        wrong credential), or 403 ``ModelManagementDisabled`` when no owner is configured."""
         return self._authorize(authorization)
 
     def _authorize(self, authorization: str | None) -> ServiceResponse | None:
-        return check_admin(
-            self.config.owner_token,
-            authorization,
-            what="model management",
-            disabled_code="ModelManagementDisabled",
-        )
+        expected = self.config.owner_credential
+        if expected is None:
+            return ServiceResponse.error(
+                403, "ModelManagementDisabled", "model management is disabled: no model owner is configured"
+            )
+        presented = bearer_token(authorization)
+        if presented is None:
+            return ServiceResponse.error(
+                401, "Unauthorized", "model management needs authorization: Bearer <owner credential>"
+            )
+        # Hashing first gives compare_digest equal lengths, so the comparison leaks nothing about the length.
+        if not hmac.compare_digest(
+            hashlib.sha256(presented.encode("utf-8")).digest(),
+            hashlib.sha256(expected.encode("utf-8")).digest(),
+        ):
+            # 401, as for a missing credential: the caller did not authenticate. The hint names the derivation,
+            # since a caller that sends the owner token itself would reveal it to this host.
+            return ServiceResponse.error(
+                401,
+                "Unauthorized",
+                "the owner credential is not valid (it is derived from the owner token: enklave model "
+                "credentials; never send the token itself to the host)",
+            )
+        return None
 
     @staticmethod
     def _check_names(name: str, version: str) -> ServiceResponse | None:
