@@ -32,8 +32,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
 
@@ -54,7 +54,7 @@ from enklave.errors import EcallTimeout, EnclaveCrashedError, TransportError, Us
 from enklave.inference._metrics import Metrics
 from enklave.inference.model_format import MAX_HEADER_SIZE, NONCE_SIZE, TAG_SIZE
 from enklave.inference.service import GATEWAY_OVERHEAD, InferenceConfig, InferenceService
-from enklave.services._http import error_response, json_response, read_body
+from enklave.services._http import error_response, json_response, read_body, service_app
 from enklave.services._response import ServiceResponse, storage_failure
 from enklave.services.storage import Storage, open_storage
 
@@ -82,14 +82,6 @@ async def _call(function: Callable[..., ServiceResponse], *args: object) -> Resp
     except (EcallTimeout, EnclaveCrashedError, UsageError):
         # UsageError: the service is not (or no longer) running.
         return _unavailable()
-
-
-async def _not_found(request: Request, exc: Exception) -> Response:
-    return error_response(404, "NotFound", "no such resource")
-
-
-async def _not_allowed(request: Request, exc: Exception) -> Response:
-    return error_response(405, "MethodNotAllowed", "the method is not allowed on this resource")
 
 
 def _challenge(response: Response) -> Response:
@@ -181,27 +173,7 @@ def create_app(service: InferenceService, *, manage_lifecycle: bool = False) -> 
         Route("/metrics", metrics_route, methods=["GET"]),
     ]
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if manage_lifecycle:
-            await run_in_threadpool(service.start)
-        try:
-            yield
-        finally:
-            if manage_lifecycle:
-                await run_in_threadpool(service.close)
-
-    return Starlette(
-        routes=routes,
-        exception_handlers={404: _not_found, 405: _not_allowed, Exception: _crashed},
-        lifespan=lifespan,
-    )
-
-
-async def _crashed(request: Request, exc: Exception) -> Response:
-    # Only a bug gets here: bad input is answered with a 4xx by the handlers.
-    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
-    return error_response(500, "InternalError", "internal error")
+    return service_app(routes, service, manage_lifecycle=manage_lifecycle)
 
 
 def build_app(config: InferenceConfig, storage: Storage | None = None) -> Starlette:

@@ -90,7 +90,7 @@ class InferenceConfig:
     mode: str = "sim"
     home: Path | None = None
     owner_token: str | None = field(default=None, repr=False)
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     attestation_url: str | None = None
     kbs_url: str | None = None
     hpke_seed_key: str | None = None
