@@ -854,8 +854,9 @@ def test_the_host_credential_is_an_hmac_of_the_owner_token() -> None:
 
 
 def test_the_config_keeps_only_what_it_derives_from_the_owner_token(tmp_path: Path) -> None:
-    derived = InferenceConfig(data_dir=tmp_path, owner_token=OWNER, api_key="an-api-key-of-the-service")
-    assert "an-api-key-of-the-service" not in repr(derived)
+    keyed = InferenceConfig(data_dir=tmp_path, api_key="an-api-key-of-the-service")
+    assert "an-api-key-of-the-service" not in repr(keyed)
+    derived = InferenceConfig(data_dir=tmp_path, owner_token=OWNER)
     assert derived.owner_token is None
     assert (derived.owner_credential, derived.owner_token_sha256) == (CREDENTIAL, OWNER_SHA256)
     assert derived.enclave_settings()["owner_token_sha256"] == OWNER_SHA256
