@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Any, Final, Literal, Protocol
 
 from enklave import _b64url
+from enklave._json import strict_loads
 from enklave.attestation.collateral import QuoteCollateral
 from enklave.attestation.policy import Policy
 from enklave.attestation.sources import CollateralSource
@@ -107,7 +108,7 @@ def parse_answer(body: bytes) -> AttestationAnswer:
     if len(body) > MAX_ATTESTATION_ANSWER:
         raise BadDataError(f"the attestation answer is larger than {MAX_ATTESTATION_ANSWER} bytes")
     try:
-        document = json.loads(body)
+        document = strict_loads(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadDataError("the attestation answer is not JSON") from exc
     if not isinstance(document, dict):

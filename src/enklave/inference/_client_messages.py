@@ -16,12 +16,12 @@ Messages quote the service's message, made printable and truncated.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
 
+from enklave._json import strict_loads
 from enklave.attestation._transport import printable
 from enklave.channels.ohttp_attested import BhttpRequest, BhttpResponse
 from enklave.errors import BadDataError, BoundaryError, EnklaveError, TransportError, UsageError
@@ -163,7 +163,7 @@ def _message(body: bytes) -> tuple[str, str]:
     """The (code, message) of an error body: ``{"error": "..."}`` (Open Inference Protocol) or
     ``{"error": {"code", "message"}}`` (enklave's services); empty strings when it is neither."""
     try:
-        document = json.loads(body[:MAX_JSON_ANSWER])
+        document = strict_loads(body[:MAX_JSON_ANSWER].decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         return "", ""
     problem = document.get("error") if isinstance(document, dict) else None
@@ -188,7 +188,7 @@ def _json(body: bytes, what: str) -> Any:
     if len(body) > MAX_JSON_ANSWER:
         raise BadDataError(f"{what}: the answer is larger than {MAX_JSON_ANSWER} bytes")
     try:
-        return json.loads(body)
+        return strict_loads(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadDataError(f"{what}: the answer is not JSON") from exc
 

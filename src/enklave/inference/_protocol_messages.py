@@ -64,8 +64,8 @@ def check_parameters(parameters: Mapping[str, ParameterValue], what: str) -> Map
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class InferInput:
-    """A named input tensor. Its v2 data type follows from the array's dtype (:func:`datatype_of`).
+class _Tensor:
+    """A named tensor. Its v2 data type follows from the array's dtype (:func:`datatype_of`).
 
     Construction raises :class:`UsageError` for an empty or overlong name, or an array no v2 data type carries.
     Equality is identity (arrays have no single truth value).
@@ -89,24 +89,13 @@ class InferInput:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class InferOutput:
-    """A named output tensor; same rules as :class:`InferInput`."""
+class InferInput(_Tensor):
+    """A named input tensor of a request (see :class:`_Tensor` for the rules)."""
 
-    name: str
-    array: Array
 
-    def __post_init__(self) -> None:
-        _check_tensor(self.name, self.array)
-
-    @property
-    def datatype(self) -> str:
-        """The v2 data type name, e.g. ``"FP32"``."""
-        return datatype_of(self.array)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The tensor's shape."""
-        return tuple(self.array.shape)
+@dataclass(frozen=True, slots=True, eq=False)
+class InferOutput(_Tensor):
+    """A named output tensor of a response (see :class:`_Tensor` for the rules)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from enklave import _b64url
+from enklave._json import strict_loads
 from enklave.channels.ohttp_attested import BhttpRequest, BhttpResponse
 from enklave.errors import BoundaryError, UsageError, VerificationError
 from enklave.inference.model_format import KEY_SIZE, NAME_PATTERN, VERSION_PATTERN
@@ -324,7 +325,7 @@ def _key_from_body(request: BhttpRequest) -> bytes:
     media = (request.header("content-type") or "").split(";", 1)[0].strip().lower()
     if media == "application/json":
         try:
-            document = json.loads(body)
+            document = strict_loads(bytes(body).decode("utf-8"))
             key = _b64url.decode(document["key"]) if isinstance(document, dict) else b""
         except (ValueError, KeyError, UnicodeDecodeError) as exc:
             raise _Answer(400, 'the key must be JSON {"key": <unpadded base64url of 32 bytes>}') from exc

@@ -48,6 +48,7 @@ from typing import Annotated, Any, Final
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from enklave import _b64url, enclave
+from enklave._json import strict_loads
 from enklave.channels.ohttp_attested import MAX_NONCE_SIZE, OhttpGateway
 from enklave.errors import BadDataError, BoundaryError, UsageError, VerificationError
 from enklave.inference._gateway_keys import derive_servers
@@ -141,7 +142,7 @@ def init(
 ) -> bytes:
     """Unseal (or create) the state and build the repository and the gateway; returns the sealed state."""
     try:
-        settings = json.loads(settings_json)
+        settings = strict_loads(settings_json)
     except ValueError as exc:
         raise BoundaryError("the settings are not JSON") from exc
     if not isinstance(settings, dict):
