@@ -11,11 +11,21 @@ degenerate shared secret, :class:`~enklave.errors.UsageError` for a suite identi
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
-from pyhpke import AEADId, CipherSuite, ContextInterface, KDFId, KEMId, KEMKeyPair, PyHPKEError
+from pyhpke import (
+    AEADId,
+    CipherSuite,
+    ContextInterface,
+    KDFId,
+    KEMId,
+    KEMKeyInterface,
+    KEMKeyPair,
+    PyHPKEError,
+)
 
 from enklave.errors import BadDataError, InvalidKey, UsageError
 
@@ -85,7 +95,27 @@ def _suite(kem_id: int, kdf_id: int, aead_id: int) -> CipherSuite:
     aead_params(aead_id)
     if kdf_id != KDF_HKDF_SHA256:
         raise UsageError(f"unsupported HPKE KDF 0x{kdf_id:04x}")
+    return _cached_suite(kem_id, kdf_id, aead_id)
+
+
+# A gateway serves every request with the same few suites; building one costs as much as a key schedule step.
+@functools.lru_cache(maxsize=32)
+def _cached_suite(kem_id: int, kdf_id: int, aead_id: int) -> CipherSuite:
     return CipherSuite.new(KEMId(kem_id), KDFId(kdf_id), AEADId(aead_id))
+
+
+def load_private_key(kem_id: int, private_key: bytes) -> KEMKeyInterface:
+    """The parsed form of a KEM private key, to decapsulate many requests without parsing it each time.
+
+    Raises :class:`InvalidKey` when ``private_key`` is not a private key of ``kem_id``.
+    """
+    kem_enc_size(kem_id)
+    try:
+        # The KEM alone parses the key; the KDF and AEAD of the suite do not matter here.
+        kem = _cached_suite(kem_id, KDF_HKDF_SHA256, AEAD_AES_128_GCM).kem
+        return kem.deserialize_private_key(private_key)
+    except (ValueError, PyHPKEError) as exc:
+        raise InvalidKey("the HPKE private key does not parse") from exc
 
 
 def public_key_from_private(kem_id: int, private_key: bytes) -> bytes:
@@ -166,7 +196,7 @@ def setup_base_sender(
 
 
 def setup_base_receiver(
-    kem_id: int, kdf_id: int, aead_id: int, enc: bytes, private_key: bytes, info: bytes
+    kem_id: int, kdf_id: int, aead_id: int, enc: bytes, private_key: bytes | KEMKeyInterface, info: bytes
 ) -> ContextInterface:
     """SetupBaseR (RFC 9180 §5.1.1): decapsulate ``enc`` with ``private_key`` and return the receiver context.
 
@@ -181,7 +211,9 @@ def setup_base_receiver(
     except InvalidKey as exc:
         raise BadDataError("HPKE encapsulated key is not a valid public key") from exc
     try:
-        sk_r = suite.kem.deserialize_private_key(private_key)
+        sk_r = (
+            suite.kem.deserialize_private_key(private_key) if isinstance(private_key, bytes) else private_key
+        )
         return suite.create_recipient_context(enc, sk_r, info)
     except (ValueError, PyHPKEError) as exc:
         raise BadDataError("HPKE decapsulation failed") from exc

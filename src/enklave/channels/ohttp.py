@@ -334,6 +334,8 @@ class OhttpServer:
             raise UsageError("OHTTP server private key does not match the key configuration")
         self.key_config = key_config
         self._private_key = bytes(private_key)
+        # Parsed once: a gateway decapsulates every request with it.
+        self._recipient_key = _hpke.load_private_key(key_config.kem_id, self._private_key)
         self.max_message_size = max_message_size
 
     @classmethod
@@ -383,7 +385,7 @@ class OhttpServer:
         enc = data[_HEADER.size : _HEADER.size + nenc]
         # 2. rctxt = SetupBaseR(enc, skR, info); 3. request = rctxt.Open("", ct)
         context = _hpke.setup_base_receiver(
-            kem_id, kdf_id, aead_id, enc, self._private_key, _request_info(header)
+            kem_id, kdf_id, aead_id, enc, self._recipient_key, _request_info(header)
         )
         try:
             request = context.open(data[_HEADER.size + nenc :], b"")

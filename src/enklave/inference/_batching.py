@@ -63,6 +63,23 @@ class Batcher:
     def submit(self, job: Job) -> list[Array]:
         """Run ``job``, alone or merged with others; returns its outputs or raises its own error."""
         with self._cond:
+            # Fast path: nothing queued, gathering or running, so there is nobody to merge with; run at once
+            # (marked as running, so that jobs arriving meanwhile gather behind it as usual).
+            idle = not self._queue and not self._gathering and not self._running
+            if idle:
+                self._running += 1
+        if idle:
+            try:
+                self._run_alone(job)
+            finally:
+                with self._cond:
+                    self._running -= 1
+                    job.done = True
+                    self._cond.notify_all()
+            if job.error is not None:
+                raise job.error
+            return job.result
+        with self._cond:
             self._queue.append(job)
             self._cond.notify_all()
             try:
