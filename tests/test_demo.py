@@ -132,7 +132,13 @@ def test_demo_json_summary(outcome: dict[str, Any], home: Path) -> None:
     view = summary["inference"]
     enclave = view["enclave"]
     # The client pinned the MRENCLAVE of the packaged inference enclave, computed again here from its code.
-    measured = load_bundle(sign_inference_enclave(home / "measure", SEED_KEY)).mr_enclave
+    # The key broker's identity is measured too: the demo reports the one it pinned.
+    kbs_policy = view["hpke_seed"]["kbs_policy"]
+    assert len(bytes.fromhex(kbs_policy["mr_signer"])) == 32 and kbs_policy["isv_prod_id"] == 2
+    bundle = sign_inference_enclave(
+        home / "measure", SEED_KEY, kbs_policy=kbs_policy, kbs_allow_simulated=True
+    )
+    measured = load_bundle(bundle).mr_enclave
     assert enclave["mrenclave"] == enclave["pinned_mrenclave"] == bytes(measured).hex() != REAL_MRENCLAVE
     assert len(bytes.fromhex(enclave["mrsigner"])) == 32
     assert (enclave["isv_prod_id"], enclave["isv_svn"]) == (3, 1)

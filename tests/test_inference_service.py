@@ -37,6 +37,7 @@ from starlette.exceptions import StarletteDeprecationWarning  # type: ignore[att
 
 from enklave import _b64url
 from enklave.attestation.collateral import QuoteCollateral
+from enklave.attestation.evidence import collateral_request
 from enklave.attestation.policy import EnclavePolicy
 from enklave.attestation.sources import CollateralSource
 from enklave.attestation.tokens import StaticJwksSource, TokenVerifier
@@ -49,8 +50,8 @@ from enklave.channels.ohttp_attested import (
     VerifiedKeyConfig,
     key_config_report_data,
 )
-from enklave.errors import BadDataError, PolicyError, UsageError, VerificationError
-from enklave.inference._enclave_handle import sign_inference_enclave
+from enklave.errors import BadDataError, EcallError, PolicyError, UsageError, VerificationError
+from enklave.inference._enclave_handle import InferenceEnclave, sign_inference_enclave
 from enklave.inference._gateway_keys import derive_servers, key_ids
 from enklave.inference._model_store import ModelStore
 from enklave.inference._vault import ModelVault
@@ -68,16 +69,18 @@ from enklave.inference.protocol import (
 from enklave.inference.repository import ModelRepository
 from enklave.inference.router import Router, RouterSettings, token_digest
 from enklave.inference.service import InferenceConfig, token_runtime_data
-from enklave.platform.simulated import SimulatedPlatform, simulated_root
+from enklave.platform.simulated import SimulatedCollateralSource, SimulatedPlatform, simulated_root
 from enklave.runtime.bundle import load_bundle
 from enklave.services.attestation.app import create_app as create_maa_app
 from enklave.services.attestation.client import AttestationClient
 from enklave.services.attestation.service import AttestationService, ServiceConfig
-from enklave.services.kbs import unwrap_released_key
+from enklave.services.kbs import unwrap_released_key, wrap_released_key
 from enklave.services.kbs.app import create_app as create_kbs_app
-from enklave.services.kbs.client import KbsClient
+from enklave.services.kbs.client import KbsClient, Release
+from enklave.services.kbs.release_evidence import release_report_data
 from enklave.services.kbs.service import Authority, KbsConfig, KeyBrokerService
 from enklave.services.storage import SQLiteStorage
+from enklave.sgx.quote import Quote
 from enklave.sgx.report import AttributeFlags, Attributes, ReportBody
 from memory_scan import found_in_snapshot, snapshot_memory
 from service_fixtures import enklave_home, loopback_socket
@@ -230,7 +233,7 @@ def maa_url(home: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def kbs_url(home: Path, maa_url: str) -> Iterator[str]:
+def kbs_service(home: Path, maa_url: str) -> Iterator[tuple[KeyBrokerService, str]]:
     storage = SQLiteStorage(home / "kbs.db")
     config = KbsConfig(
         data_dir=home / "kbs",
@@ -240,8 +243,20 @@ def kbs_url(home: Path, maa_url: str) -> Iterator[str]:
         home=home,
     )
     with KeyBrokerService(config, storage) as service, serve_app(create_kbs_app(service), "kbs") as url:
-        yield url
+        yield service, url
     storage.close()
+
+
+@pytest.fixture(scope="module")
+def kbs_url(kbs_service: tuple[KeyBrokerService, str]) -> str:
+    return kbs_service[1]
+
+
+@pytest.fixture(scope="module")
+def kbs_identity(kbs_service: tuple[KeyBrokerService, str]) -> dict[str, Any]:
+    """The inference configuration naming the key broker enclave whose release quotes are accepted."""
+    info = kbs_service[0].info
+    return {"kbs_mrsigner": bytes(info.mr_signer).hex(), "kbs_isv_prod_id": info.isv_prod_id}
 
 
 def service_config(home: Path, name: str, **options: Any) -> InferenceConfig:
@@ -255,8 +270,8 @@ def service_config(home: Path, name: str, **options: Any) -> InferenceConfig:
 
 
 @pytest.fixture(scope="module")
-def service(home: Path, maa_url: str, kbs_url: str) -> Iterator[Serving]:
-    config = service_config(home, "inference", attestation_url=maa_url, kbs_url=kbs_url)
+def service(home: Path, maa_url: str, kbs_url: str, kbs_identity: dict[str, Any]) -> Iterator[Serving]:
+    config = service_config(home, "inference", attestation_url=maa_url, kbs_url=kbs_url, **kbs_identity)
     with serving(config) as running:
         yield running
 
@@ -646,20 +661,32 @@ def test_model_keys_come_from_the_key_broker_only_to_the_right_enclave(
     )
 
 
-def test_replicas_share_the_key_configuration_from_the_key_broker(
-    home: Path, maa_url: str, kbs_url: str
-) -> None:
-    first = service_config(
-        home, "replica-a", attestation_url=maa_url, kbs_url=kbs_url, hpke_seed_key="gateway-seed"
+def _seed_config(
+    home: Path, name: str, maa_url: str, kbs_url: str, identity: dict[str, Any], seed: str = "gateway-seed"
+) -> InferenceConfig:
+    return service_config(
+        home, name, attestation_url=maa_url, kbs_url=kbs_url, hpke_seed_key=seed, **identity
     )
-    # The policy pins the MRENCLAVE of the enclave that takes its seed from the broker: the code and the measured
-    # settings, the same for every replica (whoever signs it).
-    mrenclave = load_bundle(sign_inference_enclave(first.data_dir, "gateway-seed")).mr_enclave
+
+
+def _seed_mrenclave(config: InferenceConfig) -> bytes:
+    # The code and the measured settings (the seed's key name, the key broker's identity): the same for every
+    # replica, whoever signs it.
+    bundle = sign_inference_enclave(
+        config.data_dir, config.hpke_seed_key, kbs_policy=config.kbs_policy(), kbs_allow_simulated=True
+    )
+    return bytes(load_bundle(bundle).mr_enclave)
+
+
+def test_replicas_share_the_key_configuration_from_the_key_broker(
+    home: Path, maa_url: str, kbs_url: str, kbs_identity: dict[str, Any]
+) -> None:
+    first = _seed_config(home, "replica-a", maa_url, kbs_url, kbs_identity)
+    # The policy pins the MRENCLAVE of the enclave that takes its seed from the broker.
+    mrenclave = _seed_mrenclave(first)
     with KbsClient(kbs_url, admin_token=KBS_ADMIN) as kbs:
         kbs.create_key("gateway-seed", "oct", _release_policy(maa_url, bytes(mrenclave)))
-    second = service_config(
-        home, "replica-b", attestation_url=maa_url, kbs_url=kbs_url, hpke_seed_key="gateway-seed"
-    )
+    second = _seed_config(home, "replica-b", maa_url, kbs_url, kbs_identity)
     with serving(first) as a, serving(second) as b:
         assert a.service.key_configs() == b.service.key_configs()
         assert bytes(a.service.info.mr_enclave) == bytes(b.service.info.mr_enclave) == bytes(mrenclave)
@@ -669,6 +696,96 @@ def test_replicas_share_the_key_configuration_from_the_key_broker(
             "GET", "/v2/health/ready"
         )
         assert answer.status == 200
+
+
+def test_the_enclave_accepts_only_releases_the_key_broker_enclave_vouches_for(
+    home: Path, maa_url: str, kbs_url: str, kbs_identity: dict[str, Any], tmp_path: Path
+) -> None:
+    config = _seed_config(home, "forged", maa_url, kbs_url, kbs_identity, seed="forged-seed")
+    mrenclave = _seed_mrenclave(config)
+    with KbsClient(kbs_url, admin_token=KBS_ADMIN) as admin:
+        admin.create_key("forged-seed", "oct", _release_policy(maa_url, mrenclave))
+    bundle = sign_inference_enclave(
+        config.data_dir, "forged-seed", kbs_policy=config.kbs_policy(), kbs_allow_simulated=True
+    )
+    storage = SQLiteStorage(tmp_path / "forged.db")
+    handle = InferenceEnclave(bundle, storage, mode="sim", home=home, timeout=60)
+    handle.start(config.enclave_settings())
+    source = SimulatedCollateralSource(home)
+
+    def collateral(quote: bytes) -> str:
+        wanted = collateral_request(Quote.from_bytes(quote))
+        return source.fetch(wanted.fmspc, wanted.ca).to_json()
+
+    def requested() -> dict[str, Any]:
+        # A fresh key pair in the enclave, and its public half as the host sees it.
+        answer = handle.running.ecall.release_request("hpke-seed", "forged-seed")
+        return {"runtime": json.loads(answer["runtime"]), "quote": answer["quote"]}
+
+    def released(request: dict[str, Any]) -> Release:
+        with AttestationClient(maa_url) as maa, KbsClient(kbs_url) as kbs:
+            token = maa.attest_sgx(request["quote"], runtime_json=request["runtime"])
+            return kbs.release_with_evidence("forged-seed", token)
+
+    def refused(error: str, wrapped: str, quote: bytes, collateral_json: str | None = None) -> None:
+        with pytest.raises(EcallError) as caught:
+            handle.running.ecall.accept_released(
+                "hpke-seed", "forged-seed", wrapped, quote, collateral_json or collateral(quote)
+            )
+        assert caught.value.type_name == error, caught.value
+
+    try:
+        chosen = b"\x42" * 32
+        # 1. The host wraps a seed of its own choosing to the enclave's key, with a genuine release's quote.
+        first = requested()
+        genuine = released(first)
+        refused("BindingError", wrap_released_key(chosen, first["runtime"]["keys"][0]), genuine.quote)
+        # 2. The host replays that genuine release (value and quote) to a later key pair of the enclave.
+        requested()
+        refused("BindingError", genuine.value, genuine.quote)
+        # 3. A quote that binds the forged release correctly, from an enclave that is not the key broker.
+        third = requested()
+        forged = wrap_released_key(chosen, third["runtime"]["keys"][0])
+        impostor = SimulatedPlatform.launch(TOOL, home=home)
+        fake = impostor.get_quote(release_report_data("forged-seed", third["runtime"]["keys"][0], forged))
+        refused("PolicyError", forged, fake)
+        # 4. Bytes that are no quote, and a genuine quote with collateral that is not collateral.
+        requested()
+        refused("InvalidQuote", forged, b"not a quote", collateral(genuine.quote))
+        requested()
+        refused("InvalidCollateral", forged, genuine.quote, "{}")
+        assert handle.models()["seed"] is False
+        # The real flow: the key broker's release, with its quote checked in the enclave.
+        with AttestationClient(maa_url) as maa, KbsClient(kbs_url) as kbs:
+            assert handle.release("hpke-seed", "forged-seed", maa, kbs, source) == {"seed": True}
+        assert handle.models()["seed"] is True
+    finally:
+        handle.close()
+        storage.close()
+
+
+def test_the_key_broker_identity_is_measured_and_required_for_a_seed(tmp_path: Path) -> None:
+    urls = {"attestation_url": "http://127.0.0.1:1", "kbs_url": "http://127.0.0.1:2"}
+    with pytest.raises(UsageError, match="identity"):
+        InferenceConfig(data_dir=tmp_path, hpke_seed_key="seed", **urls)
+    with pytest.raises(UsageError):
+        InferenceConfig(data_dir=tmp_path, kbs_mrsigner="00" * 32)
+    with pytest.raises(UsageError):
+        InferenceConfig(data_dir=tmp_path, kbs_mrsigner="zz", **urls)
+    config = InferenceConfig(data_dir=tmp_path, kbs_mrsigner="AB" * 32, kbs_isv_prod_id=2, **urls)
+    assert config.kbs_policy() == {"mr_signer": "ab" * 32, "isv_prod_id": 2}
+    assert config.kbs_simulated("sim") is True and config.kbs_simulated("sgx") is False
+    # Without a key broker identity the measured settings (so MRENCLAVE) are those of an enclave without one;
+    # with one, each identity and the simulation flag give another MRENCLAVE.
+    variants: list[dict[str, Any]] = [
+        {}, {"kbs_policy": {"mr_signer": "ab" * 32}}, {"kbs_policy": {"mr_signer": "ac" * 32}},
+        {"kbs_policy": {"mr_signer": "ab" * 32}, "kbs_allow_simulated": True},
+    ]  # fmt: skip
+    measured = {
+        bytes(load_bundle(sign_inference_enclave(tmp_path / str(index), None, **options)).mr_enclave)
+        for index, options in enumerate(variants)
+    }
+    assert len(measured) == len(variants)
 
 
 # -- restarts ----------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -28,10 +29,12 @@ from hypothesis import strategies as st
 from joserfc.jwk import ECKey, RSAKey
 from starlette.exceptions import StarletteDeprecationWarning  # type: ignore[attr-defined]
 
+from enklave.attestation.evidence import collateral_request
 from enklave.attestation.tokens import TokenSigner
+from enklave.attestation.verify import QuoteVerifier
 from enklave.cli import main
-from enklave.errors import BadDataError, EcallError, PolicyError, UsageError
-from enklave.platform.simulated import SimulatedPlatform
+from enklave.errors import BadDataError, EcallError, InvalidKey, PolicyError, UsageError
+from enklave.platform.simulated import SimulatedCollateralSource, SimulatedPlatform, simulated_root
 from enklave.services.attestation.app import create_app as create_maa_app
 from enklave.services.attestation.client import AttestationClient
 from enklave.services.attestation.service import AttestationService, ServiceConfig
@@ -40,6 +43,7 @@ from enklave.services.kbs.app import create_app
 from enklave.services.kbs.audit import AUDIT_LOG
 from enklave.services.kbs.client import KbsClient
 from enklave.services.kbs.keys import KeyRecord
+from enklave.services.kbs.release_evidence import jwk_thumbprint, release_report_data
 from enklave.services.kbs.service import (
     AUTHORITY_NAMESPACE,
     KEY_NAMESPACE,
@@ -48,6 +52,7 @@ from enklave.services.kbs.service import (
     KeyBrokerService,
 )
 from enklave.services.storage import SQLiteStorage, open_storage
+from enklave.sgx.quote import Quote
 from enklave.sgx.report import ReportBody
 from service_fixtures import enklave_home, serving
 
@@ -639,3 +644,90 @@ def test_cli_creates_lists_shows_and_releases(
     assert out.stat().st_mode & 0o077 == 0
     private = serialization.load_der_private_key(unwrap_key(out.read_text().strip(), rsa_enclave[1]), None)
     assert isinstance(private, ec.EllipticCurvePrivateKey)
+
+
+def test_a_release_answer_carries_the_kbs_enclave_quote_binding_it(
+    kbs: KeyBrokerService,
+    admin: KbsClient,
+    keys: dict[str, Any],
+    rsa_token: str,
+    ec_token: str,
+    rsa_enclave: Any,
+    ec_enclave: Any,
+    home: Path,
+) -> None:
+    verifier = QuoteVerifier([simulated_root(home)])
+    source = SimulatedCollateralSource(home)
+    for name, token, recipient in (
+        ("aes-key", rsa_token, rsa_enclave[1]),
+        ("ec-key", ec_token, ec_enclave[1]),
+    ):
+        released = admin.release_with_evidence(name, token)
+        request = collateral_request(Quote.from_bytes(released.quote))
+        verified = verifier.verify(
+            released.quote, source.fetch(request.fmspc, request.ca), now=datetime.now(UTC)
+        )
+        # The quote is the key broker enclave's own, and it binds this name, this recipient and this value.
+        assert bytes(verified.mr_enclave) == bytes(kbs.info.mr_enclave)
+        assert bytes(verified.mr_signer) == bytes(kbs.info.mr_signer)
+        assert verified.isv_prod_id == kbs.info.isv_prod_id == 2
+        assert bytes(verified.report_data) == release_report_data(name, _public(recipient), released.value)
+        assert unwrap_key(released.value, recipient)
+        # Any other name, recipient or value gives other report data.
+        other = rsa_enclave[1] if recipient is ec_enclave[1] else ec_enclave[1]
+        assert release_report_data("rsa-key", _public(recipient), released.value) != verified.report_data
+        assert release_report_data(name, _public(other), released.value) != verified.report_data
+        assert release_report_data(name, _public(recipient), released.value + "A") != verified.report_data
+    # The plain answer keeps its shape: "value" as before, with the quote beside it.
+    raw = admin._request("POST", "/keys/aes-key/release", json_body={"target": rsa_token}, admin=False)
+    assert set(raw) == {"value", "quote"}
+
+
+def test_the_release_binding_is_length_prefixed_over_rfc_7638_thumbprints() -> None:
+    # RFC 7638 section 3.1's example key and thumbprint.
+    jwk = {
+        "kty": "RSA",
+        "e": "AQAB",
+        "alg": "RS256",
+        "kid": "2011-04-29",
+        "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiF"
+        "V4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu"
+        "6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awa"
+        "pJzKnqDKgw",
+    }
+    assert (
+        base64.urlsafe_b64encode(jwk_thumbprint(jwk)).rstrip(b"=")
+        == b"NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+    )
+    ec_jwk = {"kty": "EC", "crv": "P-256", "x": "eA", "y": "eQ", "d": "secret"}
+    assert jwk_thumbprint(ec_jwk) == hashlib.sha256(b'{"crv":"P-256","kty":"EC","x":"eA","y":"eQ"}').digest()
+    data = release_report_data("k", ec_jwk, "w")
+    message = b"".join(
+        len(part).to_bytes(4, "big") + part
+        for part in (b"enklave kbs release v1", b"k", jwk_thumbprint(ec_jwk), b"w")
+    )
+    assert data == hashlib.sha256(message).digest() + bytes(32)
+    # Length prefixes: moving a byte between the name and the value changes the binding.
+    assert release_report_data("ab", ec_jwk, "c") != release_report_data("a", ec_jwk, "bc")
+    for bad in (
+        {"kty": "oct", "k": "AA"},
+        {"kty": "EC", "crv": "P-256", "x": "eA"},
+        {"kty": "RSA", "n": 5, "e": "AQAB"},
+    ):
+        with pytest.raises(InvalidKey):
+            jwk_thumbprint(bad)
+
+
+def test_release_with_evidence_refuses_an_answer_without_a_usable_quote() -> None:
+    value = "hpke." + "A" * 120
+
+    def answer(body: dict[str, Any]) -> KbsClient:
+        transport = httpx.MockTransport(lambda request: httpx.Response(200, json=body))
+        return KbsClient(KBS, transport=transport)
+
+    assert answer({"value": value}).release("k", "t") == value
+    for body in ({"value": value}, {"value": value, "quote": "*"}, {"value": value, "quote": 5},
+                 {"value": value, "quote": "A" * 100_000}):  # fmt: skip
+        with pytest.raises(BadDataError):
+            answer(body).release_with_evidence("k", "t")
+    assert answer({"value": value, "quote": "AAEC"}).release_with_evidence("k", "t").quote == b"\x00\x01\x02"

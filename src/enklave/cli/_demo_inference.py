@@ -124,6 +124,7 @@ class InferenceDemoResult:
     warm_inference_seconds: float
     plain_seconds: float
     steps: tuple[StepTime, ...]
+    kbs_policy: dict[str, Any] | None = None
 
     @property
     def inference_seconds(self) -> float:
@@ -147,7 +148,11 @@ class InferenceDemoResult:
                 "attestation": identity["method"],
                 "pinned_mrenclave": self.expected_mr_enclave.hex(),
             },
-            "hpke_seed": {"kbs_key": SEED_KEY, "release": dict(self.seed_release)},
+            "hpke_seed": {
+                "kbs_key": SEED_KEY,
+                "release": dict(self.seed_release),
+                "kbs_policy": None if self.kbs_policy is None else dict(self.kbs_policy),
+            },
             "model": {
                 "name": MODEL_NAME,
                 "version": "1",
@@ -319,18 +324,27 @@ def run_inference_demo(
             )
             kbs = stack.enter_context(KeyBrokerService(kbs_config, kbs_storage))
             stack.enter_context(_loopback(create_kbs_app(kbs), "key broker", sock))
-            inference_dir = work / "inference"
-            expected = bytes(load_bundle(sign_inference_enclave(inference_dir, SEED_KEY)).mr_enclave)
+            # The inference enclave accepts releases only with quotes of this key broker's enclave (its signer and
+            # product), and that identity is measured: it is part of the MRENCLAVE the seed is released to.
+            config = InferenceConfig(
+                data_dir=work / "inference", mode="sim", home=home, owner_token=owner_token, api_key=api_key,
+                attestation_url=urls["attestation"], kbs_url=urls["kbs"], hpke_seed_key=SEED_KEY,
+                threads=threads, kbs_mrsigner=bytes(kbs.info.mr_signer).hex(),
+                kbs_isv_prod_id=kbs.info.isv_prod_id, kbs_min_isv_svn=kbs.info.isv_svn,
+            )  # fmt: skip
+            bundle = sign_inference_enclave(
+                config.data_dir,
+                SEED_KEY,
+                kbs_policy=config.kbs_policy(),
+                kbs_allow_simulated=config.kbs_simulated("sim"),
+            )
+            expected = bytes(load_bundle(bundle).mr_enclave)
             broker = stack.enter_context(KbsClient(urls["kbs"], admin_token=admin_token))
             broker.create_key(SEED_KEY, "oct", _seed_release_policy(urls["attestation"], expected))
         # 3. The inference service: its enclave is attested by the attestation service and gets its seed from
-        #    the key broker before it serves, as each replica of a deployment would.
+        #    the key broker before it serves, as each replica of a deployment would; the key broker's quote for
+        #    the release is checked in the enclave.
         with clock.step("inference service started (seed released by the key broker)"):
-            config = InferenceConfig(
-                data_dir=inference_dir, mode="sim", home=home, owner_token=owner_token, api_key=api_key,
-                attestation_url=urls["attestation"], kbs_url=urls["kbs"], hpke_seed_key=SEED_KEY,
-                threads=threads,
-            )  # fmt: skip
             running = stack.enter_context(serving(config))
             urls["inference"] = running.url
             seed_release = _seed_release(broker, expected)
@@ -374,7 +388,7 @@ def run_inference_demo(
         home=home, urls=urls, expected_mr_enclave=expected, attestation=attestation, seed_release=seed_release,
         model_sha256=sha256, model_size=len(model), container_size=len(container), top=_top(output),
         uniform=bool(np.ptp(output) == 0), max_abs_diff=max_abs_diff, warm_inference_seconds=warm_seconds,
-        plain_seconds=plain_seconds, steps=tuple(clock.steps),
+        plain_seconds=plain_seconds, steps=tuple(clock.steps), kbs_policy=config.kbs_policy(),
     )  # fmt: skip
 
 

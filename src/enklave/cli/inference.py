@@ -86,6 +86,22 @@ def _size(value: str, option: str) -> int:
     "(measured into the enclave).",
 )  # fmt: skip
 @click.option(
+    "--kbs-mrsigner", default=None, metavar="HEX",
+    help="MRSIGNER of the key broker's enclave: its release quotes must carry it (measured into the enclave; "
+    "with --kbs-url, this or --kbs-mrenclave, or no release is accepted).",
+)  # fmt: skip
+@click.option(
+    "--kbs-mrenclave", default=None, metavar="HEX", help="MRENCLAVE of the key broker's enclave (measured)."
+)
+@click.option(
+    "--kbs-isv-prod-id", default=None, type=click.IntRange(0, 65535),
+    help="ISV product id of the key broker's enclave (measured; the packaged key broker's is 2).",
+)  # fmt: skip
+@click.option(
+    "--kbs-min-isv-svn", default=None, type=click.IntRange(0, 65535),
+    help="Lowest ISV SVN of the key broker's enclave (measured).",
+)  # fmt: skip
+@click.option(
     "--max-batch", default=8, show_default=True, type=click.IntRange(1, 1024),
     help="Most requests merged into one ONNX Runtime run (models with a batch dimension).",
 )  # fmt: skip
@@ -125,6 +141,10 @@ def serve(
     attestation_url: str | None,
     kbs_url: str | None,
     hpke_seed_key: str | None,
+    kbs_mrsigner: str | None,
+    kbs_mrenclave: str | None,
+    kbs_isv_prod_id: int | None,
+    kbs_min_isv_svn: int | None,
     max_batch: int,
     batch_delay_ms: float,
     threads: int,
@@ -168,6 +188,10 @@ def serve(
         attestation_url=attestation_url,
         kbs_url=kbs_url,
         hpke_seed_key=hpke_seed_key,
+        kbs_mrsigner=kbs_mrsigner,
+        kbs_mrenclave=kbs_mrenclave,
+        kbs_isv_prod_id=kbs_isv_prod_id,
+        kbs_min_isv_svn=kbs_min_isv_svn,
         max_batch=max_batch,
         batch_delay_ms=batch_delay_ms,
         threads=threads,

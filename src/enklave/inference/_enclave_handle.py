@@ -10,9 +10,12 @@ key broker (:meth:`InferenceEnclave.release`):
    (``release_request``);
 2. the attestation service verifies the quote and that binding and answers a token whose ``x-ms-runtime`` claim
    holds that public key;
-3. the key broker checks the token against the key's release policy (MRENCLAVE, MRSIGNER, ...) and wraps the key
-   to the public key in the token;
-4. the enclave unwraps it with its private key (``accept_released``), which never left it.
+3. the key broker checks the token against the key's release policy (MRENCLAVE, MRSIGNER, ...), wraps the key
+   to the public key in the token and answers with its own enclave's quote binding the name, that key and the
+   wrapped value (:mod:`enklave.services.kbs.release_evidence`);
+4. the host fetches the collateral for that quote, and the enclave checks the quote against the measured key
+   broker identity and the binding, then unwraps the key with its private key (``accept_released``), which
+   never left it.
 
 Nothing here sees a key, a model or a tensor in clear: the wrapped key, the token and the containers are all the
 host ever holds. Errors: what :func:`enklave.host.load` and the ecalls raise, the clients' errors in the key
@@ -23,16 +26,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from enklave import host
+from enklave.attestation.evidence import collateral_request
+from enklave.attestation.sources import CollateralSource
 from enklave.errors import UsageError
 from enklave.services._enclave_app import sign_packaged_enclave
 from enklave.services.attestation.client import AttestationClient
 from enklave.services.kbs.client import KbsClient
 from enklave.services.storage import Storage
+from enklave.sgx.quote import Quote
 
 __all__ = ["BUNDLE_NAME", "STATE_KEY", "STATE_NAMESPACE", "InferenceEnclave"]
 
@@ -44,9 +50,23 @@ _SETTINGS_FILE: Final = "settings.json"
 log = logging.getLogger("enklave.inference")
 
 
-def sign_inference_enclave(data_dir: Path, hpke_seed_key: str | None) -> Path:
-    """Sign the packaged inference enclave into ``data_dir`` with the measured settings; the bundle's path."""
-    settings = json.dumps({"hpke_seed_key": hpke_seed_key}, sort_keys=True) + "\n"
+def sign_inference_enclave(
+    data_dir: Path,
+    hpke_seed_key: str | None,
+    *,
+    kbs_policy: Mapping[str, Any] | None = None,
+    kbs_allow_simulated: bool = False,
+) -> Path:
+    """Sign the packaged inference enclave into ``data_dir`` with the measured settings; the bundle's path.
+
+    ``kbs_policy`` (``mr_signer`` and/or ``mr_enclave`` hex, ``isv_prod_id``, ``min_isv_svn``) is the key broker
+    whose release quotes the enclave accepts, and ``kbs_allow_simulated`` whether they may be simulated; both are
+    measured, and left out of the settings (so the MRENCLAVE is the one of an enclave without a key broker) when
+    ``kbs_policy`` is None."""
+    document: dict[str, Any] = {"hpke_seed_key": hpke_seed_key}
+    if kbs_policy is not None:
+        document.update(kbs_policy=dict(kbs_policy), kbs_allow_simulated=kbs_allow_simulated)
+    settings = json.dumps(document, sort_keys=True) + "\n"
     return sign_packaged_enclave(
         data_dir, "enklave.inference", BUNDLE_NAME, extra_files={_SETTINGS_FILE: settings.encode("utf-8")}
     )
@@ -127,20 +147,34 @@ class InferenceEnclave:
         answer: dict[str, Any] = json.loads(enclave.ecall.load_model(upload, name, version))
         return answer
 
-    def release(self, kind: str, name: str, attestation: AttestationClient, kbs: KbsClient) -> dict[str, Any]:
+    def release(
+        self,
+        kind: str,
+        name: str,
+        attestation: AttestationClient,
+        kbs: KbsClient,
+        collateral: CollateralSource,
+    ) -> dict[str, Any]:
         """The key release flow of the module docstring for key broker key ``name`` (``kind`` ``hpke-seed`` or
-        ``model-key``); the ``accept_released`` answer. Raises the clients' errors when the attestation service or
-        the key broker refuses, and :class:`~enklave.errors.EcallError` when the enclave refuses the release."""
+        ``model-key``), with the key broker's quote checked on ``collateral``'s collateral; the
+        ``accept_released`` answer. Raises the clients' errors when the attestation service or the key broker
+        refuses, :class:`~enklave.errors.InvalidQuote` for a key broker quote that does not parse, the source's
+        errors when it has no collateral, and :class:`~enklave.errors.EcallError` when the enclave refuses the
+        release (its ``type_name`` says which check failed)."""
         enclave = self.running
         # 1. A key pair in the enclave and a quote binding its public half.
         request = enclave.ecall.release_request(kind, name)
         runtime = json.loads(request["runtime"])
         # 2. A token from the attestation service, whose x-ms-runtime claim carries the public key.
         token = attestation.attest_sgx(request["quote"], runtime_json=runtime)
-        # 3. The key broker's release, wrapped to that key.
-        wrapped = kbs.release(name, token)
-        # 4. Unwrapped in the enclave, never here.
-        answer: dict[str, Any] = json.loads(enclave.ecall.accept_released(kind, name, wrapped))
+        # 3. The key broker's release, wrapped to that key, with its enclave's quote for it.
+        released = kbs.release_with_evidence(name, token)
+        # 4. The collateral for that quote; the enclave checks the quote and unwraps, never here.
+        wanted = collateral_request(Quote.from_bytes(released.quote))
+        fetched = collateral.fetch(wanted.fmspc, wanted.ca)
+        answer: dict[str, Any] = json.loads(
+            enclave.ecall.accept_released(kind, name, released.value, released.quote, fetched.to_json())
+        )
         log.info("key broker key %s released to the enclave (%s)", name, kind)
         return answer
 

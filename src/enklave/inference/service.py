@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from enklave import _b64url
+from enklave.attestation.policy import EnclavePolicy
 from enklave.attestation.sources import (
     INTEL_PCS_URL,
     CachingCollateralSource,
@@ -80,8 +81,12 @@ class InferenceConfig:
     characters without spaces. ``attestation_url`` and
     ``kbs_url`` are the attestation service and the key broker of the key release flow (both or neither);
     ``hpke_seed_key`` names the key broker key the gateway's HPKE seed comes from (measured into the enclave; None:
-    the enclave makes its own). ``max_batch``, ``batch_delay_ms`` and ``threads`` (ONNX Runtime's intra-op threads;
-    0: the CPU count) tune inference; the ``max_*`` values are the limits answered with 413/400.
+    the enclave makes its own). With a key broker, ``kbs_mrsigner`` and/or ``kbs_mrenclave`` (hex),
+    ``kbs_isv_prod_id`` and ``kbs_min_isv_svn`` name the key broker enclave whose release quotes the enclave
+    accepts (measured, see :meth:`kbs_policy`; one of the first two is required), and ``kbs_allow_simulated``
+    whether they may come from the simulated platform (None: only in sim mode). ``max_batch``, ``batch_delay_ms``
+    and ``threads`` (ONNX Runtime's intra-op threads; 0: the CPU count) tune inference; the ``max_*`` values are
+    the limits answered with 413/400.
     ``collateral_source`` replaces the default (the simulated platform's collateral in sim mode, Intel's PCS at
     ``pcs_url`` on SGX).
     """
@@ -109,6 +114,11 @@ class InferenceConfig:
     collateral_source: CollateralSource | None = None
     owner_credential: str | None = field(default=None, repr=False)
     owner_token_sha256: str | None = None
+    kbs_mrsigner: str | None = None
+    kbs_mrenclave: str | None = None
+    kbs_isv_prod_id: int | None = None
+    kbs_min_isv_svn: int | None = None
+    kbs_allow_simulated: bool | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("sim", "sgx", "auto"):
@@ -123,6 +133,7 @@ class InferenceConfig:
             )
         if self.hpke_seed_key is not None and self.kbs_url is None:
             raise UsageError("an HPKE seed from the key broker needs --attestation-url and --kbs-url")
+        self._check_kbs_identity()
         if not 1 <= self.max_batch <= 1024 or not 0 <= self.batch_delay_ms <= 1000 or self.threads < 0:
             raise UsageError("max_batch is 1 to 1024, batch_delay_ms 0 to 1000, threads 0 or more")
         if not 0 < self.max_model_bytes <= MAX_MODEL_BYTES or self.max_total_bytes < self.max_model_bytes:
@@ -151,6 +162,40 @@ class InferenceConfig:
         if self.owner_credential is not None:
             check_host_credential(self.owner_credential)
             object.__setattr__(self, "owner_token_sha256", check_token_sha256(self.owner_token_sha256))
+
+    def _check_kbs_identity(self) -> None:
+        identity = (self.kbs_mrsigner, self.kbs_mrenclave, self.kbs_isv_prod_id, self.kbs_min_isv_svn)
+        if self.kbs_url is None:
+            if any(value is not None for value in identity):
+                raise UsageError("the key broker's identity (--kbs-mrsigner, ...) goes with --kbs-url")
+            return
+        policy = self.kbs_policy()
+        if policy is None:
+            # The enclave accepts a release only with the quote of the key broker it knows, so without an identity
+            # it accepts none: a seed from the key broker could never arrive.
+            if self.hpke_seed_key is not None or any(value is not None for value in identity):
+                raise UsageError("the key broker's identity needs --kbs-mrsigner and/or --kbs-mrenclave")
+            return
+        # Validates the hex values and ranges now, as the enclave will read them.
+        EnclavePolicy.from_mapping(policy)
+
+    def kbs_policy(self) -> dict[str, Any] | None:
+        """The measured key broker identity (``mr_signer``, ``mr_enclave`` lowercase hex, ``isv_prod_id``,
+        ``min_isv_svn``; unset ones left out), or None without a key broker or without its MRSIGNER or MRENCLAVE
+        (the enclave then accepts no release)."""
+        if self.kbs_url is None or (self.kbs_mrsigner is None and self.kbs_mrenclave is None):
+            return None
+        values = {
+            "mr_signer": None if self.kbs_mrsigner is None else self.kbs_mrsigner.lower(),
+            "mr_enclave": None if self.kbs_mrenclave is None else self.kbs_mrenclave.lower(),
+            "isv_prod_id": self.kbs_isv_prod_id,
+            "min_isv_svn": self.kbs_min_isv_svn,
+        }
+        return {name: value for name, value in values.items() if value is not None}
+
+    def kbs_simulated(self, mode: str) -> bool:
+        """Whether the enclave accepts simulated key broker quotes when it runs in ``mode`` (``sim``/``sgx``)."""
+        return mode == "sim" if self.kbs_allow_simulated is None else self.kbs_allow_simulated
 
     def enclave_settings(self) -> dict[str, Any]:
         """The run-time settings the enclave's ``init`` takes (tokens only as SHA-256 digests)."""
@@ -183,6 +228,7 @@ class InferenceService:
         self._published = b""
         self._lock = threading.Lock()
         self._answers: EvidenceAnswers | None = None
+        self._collateral: CollateralSource | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -195,7 +241,16 @@ class InferenceService:
             fetched = SimulatedCollateralSource(config.home) if self.mode == "sim" else None
             source = CachingCollateralSource(fetched or PcsCollateralSource(config.pcs_url))
         self._answers = EvidenceAnswers(source, config.attestation_url)
-        bundle = sign_inference_enclave(config.data_dir, config.hpke_seed_key)
+        self._collateral = source
+        if config.kbs_url is not None and config.kbs_policy() is None:
+            log.warning("no key broker identity is configured (--kbs-mrsigner, --kbs-mrenclave): the enclave "
+                        "refuses every key broker release")  # fmt: skip
+        bundle = sign_inference_enclave(
+            config.data_dir,
+            config.hpke_seed_key,
+            kbs_policy=config.kbs_policy(),
+            kbs_allow_simulated=config.kbs_simulated(self.mode),
+        )
         enclave = InferenceEnclave(
             bundle, self.storage, mode=self.mode, home=config.home, timeout=config.ecall_timeout
         )
@@ -251,10 +306,10 @@ class InferenceService:
 
     def _release(self, kind: str, name: str) -> dict[str, Any]:
         config = self.config
-        if config.attestation_url is None or config.kbs_url is None:
+        if config.attestation_url is None or config.kbs_url is None or self._collateral is None:
             raise UsageError(f"key broker key {name} is needed, but no key broker is configured")
         with AttestationClient(config.attestation_url) as attestation, KbsClient(config.kbs_url) as kbs:
-            return self.enclave.release(kind, name, attestation, kbs)
+            return self.enclave.release(kind, name, attestation, kbs, self._collateral)
 
     def _release_missing(self, only: str | None = None) -> None:
         """Ask the key broker for the keys waiting models need (or only key ``only``); refusals are logged."""

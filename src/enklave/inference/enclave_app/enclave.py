@@ -23,40 +23,58 @@ Ecalls:
   data is SHA-256 of the runtime data ``{"keys": [public JWK]}`` (what the attestation service puts in the
   token's ``x-ms-runtime``, where the key broker takes the key to wrap to); ``kind`` is ``hpke-seed`` or
   ``model-key``.
-* ``accept_released(kind, name, wrapped)``: unwrap what the key broker released with that key pair and keep it (the
-  HPKE seed, or a model key, which loads the models waiting for it); answers JSON.
+* ``accept_released(kind, name, wrapped, quote, collateral_json)``: check the key broker's evidence for the release
+  (below), then unwrap what it released with that key pair and keep it (the HPKE seed, or a model key, which loads
+  the models waiting for it); answers JSON.
 * ``stats()``: counts only (answers by class, inferences, batch sizes), JSON.
 
 Every change of the sealed state (a new seed, a model key) is also handed to the host at once with the ocall
 ``persist_state(sealed)``, in the order the changes were made, so that a restart finds it.
 
 Whether the HPKE seed comes from the key broker (and under which key name) is measured (``settings.json``), so a
-host cannot make an enclave that created its own key accept a seed from elsewhere. A released value is not
-authenticated by the key broker: a host that knows the enclave's ephemeral public key could wrap a value of its
-own choosing to it. For model keys that gives the host nothing it could not do as the model owner; for the HPKE
-seed it matters, so use the key broker's seed only where the host is trusted not to forge releases (see
-docs/inference.md).
+host cannot make an enclave that created its own key accept a seed from elsewhere. So is the key broker to trust
+(``kbs_policy``: its MRSIGNER or MRENCLAVE, ISV product id and lowest SVN, with ``kbs_allow_simulated``). The host
+relays releases, and it knows the ephemeral public key, so it could wrap a value of its own choosing to it: a
+release is therefore accepted only with the key broker enclave's quote, which ``accept_released`` checks in here:
+
+1. the quote verifies (DCAP) against the collateral the host fetched, to Intel's root (and the simulated
+   platform's root only when ``kbs_allow_simulated`` is measured);
+2. its enclave is the measured key broker (:class:`~enklave.attestation.policy.EnclavePolicy` from ``kbs_policy``);
+3. its report data is :func:`~enklave.services.kbs.release_evidence.release_report_data` of the key name asked
+   for, this enclave's own ephemeral public key and the wrapped value received.
+
+Any failure raises its own error type (``InvalidQuote``, ``InvalidCollateral``, a ``VerificationError`` such as
+``PolicyError`` or ``BindingError``) and nothing is accepted; the key pair is used up either way.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
 import threading
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from enklave import _b64url, enclave
 from enklave._json import strict_loads
+from enklave.attestation.collateral import QuoteCollateral
+from enklave.attestation.policy import EnclavePolicy
+from enklave.attestation.trust import TrustedRoot, intel_sgx_root
+from enklave.attestation.verify import QuoteVerifier
 from enklave.channels.ohttp_attested import MAX_NONCE_SIZE, OhttpGateway
-from enklave.errors import BadDataError, BoundaryError, UsageError, VerificationError
+from enklave.errors import BadDataError, BindingError, BoundaryError, UsageError, VerificationError
 from enklave.inference._gateway_keys import derive_servers
 from enklave.inference._vault import ModelVault
 from enklave.inference.model_format import read_header
 from enklave.inference.repository import ModelInfo, ModelRepository
 from enklave.inference.router import Router, RouterSettings
 from enklave.inference.tensors import Limits
+from enklave.platform.simulated import simulated_root
+from enklave.services.kbs.release_evidence import release_report_data
 from enklave.services.kbs.wrapping import unwrap_released_key
 
 SETTINGS_FILE: Final = "settings.json"
@@ -70,6 +88,9 @@ _MAX_UPLOADS: Final = 4
 _MAX_RELEASES: Final = 64
 _KINDS: Final = ("hpke-seed", "model-key")
 _KID: Final = "enklave-inference-release"
+_MAX_QUOTE: Final = 64 << 10
+_MAX_COLLATERAL: Final = 4 << 20
+_KBS_POLICY_KEYS: Final = ("mr_signer", "mr_enclave", "isv_prod_id", "min_isv_svn")
 
 _lock = threading.Lock()
 # The one state, built by init: settings, repository, vault, router, gateway, uploads, release key pairs.
@@ -117,16 +138,42 @@ def _digest(settings: dict[str, Any], name: str) -> bytes | None:
         raise BoundaryError(f"setting {name} must be a SHA-256 digest in hex") from exc
 
 
-def _measured() -> str | None:
-    """The measured key broker key name of the HPKE seed, or None when the enclave makes its own seed."""
+def _measured() -> tuple[str | None, EnclavePolicy | None, QuoteVerifier | None]:
+    """The measured settings: the key broker key name of the HPKE seed (None: the enclave makes its own seed),
+    and the policy and verifier for the key broker's release quotes (None: no key broker is trusted)."""
     try:
         document = json.loads(enclave.bundle_file(SETTINGS_FILE))
     except ValueError as exc:
         raise BoundaryError("the measured settings are not JSON") from exc
-    name = document.get("hpke_seed_key") if isinstance(document, dict) else None
+    if not isinstance(document, dict):
+        raise BoundaryError("the measured settings must be a JSON object")
+    name = document.get("hpke_seed_key")
     if name is not None and not isinstance(name, str):
         raise BoundaryError("the measured hpke_seed_key must be a key name or null")
-    return name
+    identity = document.get("kbs_policy")
+    if identity is None:
+        return name, None, None
+    allow_simulated = document.get("kbs_allow_simulated", False)
+    if (
+        not isinstance(identity, dict)
+        or set(identity) - set(_KBS_POLICY_KEYS)
+        or type(allow_simulated) is not bool
+    ):
+        raise BoundaryError("the measured kbs_policy must be an object of mr_signer, mr_enclave, isv_prod_id and "
+                            "min_isv_svn, with a boolean kbs_allow_simulated")  # fmt: skip
+    if identity.get("mr_signer") is None and identity.get("mr_enclave") is None:
+        # A policy without either would accept any genuine enclave as the key broker.
+        raise BoundaryError("the measured kbs_policy must pin mr_signer or mr_enclave")
+    try:
+        policy = EnclavePolicy.from_mapping({**identity, "allow_simulated": allow_simulated})
+    except UsageError as exc:
+        raise BoundaryError(f"the measured kbs_policy is invalid: {exc}") from exc
+    roots: list[TrustedRoot] = [intel_sgx_root()]
+    if allow_simulated:
+        # The simulated platform's root is public data in ENKLAVE_HOME; quotes it vouches for are marked simulated,
+        # and the policy accepts them only because kbs_allow_simulated is measured.
+        roots.append(simulated_root(os.environ.get("ENKLAVE_HOME") or None))
+    return name, policy, QuoteVerifier(roots)
 
 
 def _gateway(seed: bytes) -> OhttpGateway:
@@ -177,7 +224,7 @@ def init(
         max_request_bytes=_int(settings, "max_request_bytes", 1, MAX_REQUEST_SIZE),
     )
     router = Router(repository, router_settings, keys=vault, ready=lambda: vault.seed is not None)
-    seed_key = _measured()
+    seed_key, kbs_policy, kbs_verifier = _measured()
     if sealed_state is not None:
         # A state that does not unseal (another enclave's, or tampered) stops the start: making a new one over it
         # would silently lose the model keys.
@@ -187,7 +234,7 @@ def init(
         _state.update(
             repository=repository, vault=vault, router=router, seed_key=seed_key or "", uploads={},
             upload_sizes={}, releases={}, upload_counter=0, max_model_bytes=repository.max_model_bytes,
-            gateway=None,
+            gateway=None, kbs_policy=kbs_policy or False, kbs_verifier=kbs_verifier or False,
         )  # fmt: skip
     changed = False
     if vault.seed is None and seed_key is None:
@@ -381,19 +428,48 @@ def release_request(
     return {"runtime": runtime, "quote": quote}
 
 
+def _check_release_evidence(
+    name: str, recipient: dict[str, str], wrapped: str, quote: bytes, collateral: str
+) -> None:
+    """Steps 1 to 3 of the module docstring; raises the failing step's error type."""
+    policy = _get("kbs_policy")
+    verifier = _get("kbs_verifier")
+    if not isinstance(policy, EnclavePolicy) or not isinstance(verifier, QuoteVerifier):
+        raise enclave.PublicError("this enclave trusts no key broker: its measured settings name none")
+    # 1. The quote, verified here against the host's collateral (whose signatures chain to the trusted roots). The
+    #    clock is the platform's (the host's, under Gramine): a host could make stale collateral look current, but
+    #    it cannot forge the quote, its identity or the binding checked below.
+    verified = verifier.verify(quote, QuoteCollateral.from_json(collateral), now=datetime.now(UTC))
+    # 2. The key broker's identity, as measured.
+    policy.appraise(verified)
+    # 3. The binding, recomputed from what this enclave knows itself: the name it asked for and its own key.
+    expected = release_report_data(name, recipient, wrapped)
+    if not hmac.compare_digest(bytes(verified.report_data), expected):
+        raise BindingError(
+            "the key broker's quote does not bind this release (name, recipient key and value)"
+        )
+
+
 @enclave.ecall
 def accept_released(
     kind: Annotated[str, enclave.MaxSize(16)],
     name: Annotated[str, enclave.MaxSize(128)],
     wrapped: Annotated[str, enclave.MaxSize(1 << 16)],
+    quote: Annotated[bytes, enclave.MaxSize(_MAX_QUOTE)],
+    collateral_json: Annotated[str, enclave.MaxSize(_MAX_COLLATERAL)],
 ) -> str:
-    """Unwrap a released value with the key pair of the last ``release_request(kind, name)`` and keep it;
-    answers ``{"loaded": [names], "waiting": [names]}`` (model keys) or ``{"seed": true}``."""
+    """Check the key broker's ``quote`` for the release (with ``collateral_json``, the
+    :class:`~enklave.attestation.collateral.QuoteCollateral` JSON for it), then unwrap the released value with
+    the key pair of the last ``release_request(kind, name)`` and keep it; answers ``{"loaded": [names],
+    "waiting": [names]}`` (model keys) or ``{"seed": true}``. Raises the error of the check that fails (see the
+    module docstring); the key pair is used up whether or not the release is accepted."""
     _check_kind(kind, name)
     with _lock:
         private_jwk = _state["releases"].pop((kind, name), None)
     if private_jwk is None:
         raise enclave.PublicError("no release was requested for that key")
+    public = {member: private_jwk[member] for member in ("kty", "crv", "x", "y")}
+    _check_release_evidence(name, public, wrapped, quote, collateral_json)
     try:
         value = unwrap_released_key(wrapped, private_jwk)
     except (BadDataError, UsageError) as exc:

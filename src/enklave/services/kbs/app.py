@@ -3,7 +3,8 @@
 Routes (every one needs ``?api-version=7.4``; a missing or other version is a 400):
 
 * ``POST /keys/{name}/release``: secure key release, body ``{"target": token, "nonce"?}``, answer
-  ``{"value": JWE}``; no admin token, the attestation token is the credential.
+  ``{"value": JWE, "quote": base64url}`` (the quote: the KBS enclave's evidence binding the release, see
+  :mod:`.release_evidence`); no admin token, the attestation token is the credential.
 * ``POST /keys/{name}/create``, ``GET /keys``, ``GET /keys/{name}``, ``PATCH /keys/{name}``
   (``{"release_policy"}``), ``DELETE /keys/{name}``, ``GET /audit``: admin bearer token.
 

@@ -12,22 +12,37 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from enklave import _b64url
 from enklave.attestation._jwks import b64url_encode
 from enklave.errors import BadDataError, EnklaveError, PolicyError
 from enklave.services._client import ServiceClient, answer_error, open_http, request_json
 from enklave.services.kbs.keys import POLICY_CONTENT_TYPE
 from enklave.services.kbs.service import API_VERSION
 
-__all__ = ["MAX_RESPONSE_SIZE", "KbsClient"]
+__all__ = ["MAX_QUOTE_SIZE", "MAX_RESPONSE_SIZE", "KbsClient", "Release"]
 
 MAX_RESPONSE_SIZE = 4 << 20
 """The largest answer the client reads."""
+MAX_QUOTE_SIZE = 64 << 10
+"""The largest release quote the client takes."""
 _COMPACT_JWE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _HPKE_RELEASE = re.compile(r"hpke\.[A-Za-z0-9_-]{100,131072}")
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A release answer with its evidence: ``value`` is the key wrapped to the token's runtime key, ``quote`` the
+    key broker enclave's raw quote over
+    :func:`~enklave.services.kbs.release_evidence.release_report_data` of the key name, that runtime key and
+    ``value``. Nothing here is verified: the recipient verifies the quote (and its binding) itself."""
+
+    value: str
+    quote: bytes
 
 
 class KbsClient(ServiceClient):
@@ -128,15 +143,32 @@ class KbsClient(ServiceClient):
     def release(self, name: str, token: str, *, nonce: str | None = None) -> str:
         """Release a key: returns it wrapped to the key in the token's runtime claims (a compact JWE for an RSA
         key, ``hpke.<base64url>`` for a P-256 key; open it with :func:`~enklave.services.kbs.unwrap_released_key`)."""
+        return self._release(name, token, nonce)[0]
+
+    def release_with_evidence(self, name: str, token: str, *, nonce: str | None = None) -> Release:
+        """Release a key as :meth:`release` does, with the key broker enclave's quote for the release; raises
+        :class:`~enklave.errors.BadDataError` when the answer holds no quote (a key broker older than release
+        evidence, or a host that dropped it)."""
+        value, quote = self._release(name, token, nonce)
+        if not isinstance(quote, str) or not 0 < len(quote) <= (MAX_QUOTE_SIZE * 4 + 2) // 3:
+            raise BadDataError("the release answer holds no quote of the key broker's enclave")
+        try:
+            raw = _b64url.decode(quote)
+        except ValueError as exc:
+            raise BadDataError("the release answer's quote is not base64url") from exc
+        return Release(value, raw)
+
+    def _release(self, name: str, token: str, nonce: str | None) -> tuple[str, object]:
         body: dict[str, Any] = {"target": token}
         if nonce is not None:
             body["nonce"] = nonce
-        value = self._request("POST", f"/keys/{name}/release", json_body=body, admin=False).get("value")
+        answer = self._request("POST", f"/keys/{name}/release", json_body=body, admin=False)
+        value = answer.get("value")
         if not isinstance(value, str) or not (
             _COMPACT_JWE.fullmatch(value) or _HPKE_RELEASE.fullmatch(value)
         ):
             raise BadDataError("the release answer holds no compact JWE or HPKE envelope")
-        return value
+        return value, answer.get("quote")
 
 
 def _policy_data(policy: Mapping[str, Any]) -> str:

@@ -10,8 +10,9 @@ key-encryption key from storage (the enclave creates it on first start), and ans
   key of asymmetric keys, never private or secret material.
 * ``release(name, body)``: secure key release (Azure Key Vault's ``POST /keys/{name}/release``, body
   ``{"target": token, "nonce"?}``); the enclave verifies the token with the pinned authority, evaluates the
-  key's release policy and answers ``{"value": ...}``, the key wrapped to the attested enclave's public key
-  (a JWE for RSA, HPKE for P-256).
+  key's release policy and answers ``{"value": ..., "quote": ...}``, the key wrapped to the attested enclave's
+  public key (a JWE for RSA, HPKE for P-256) and the KBS enclave's quote binding the name, that public key and
+  the wrapped value (:mod:`.release_evidence`).
   Every release and refusal is appended to the audit log (:data:`AUDIT_LOG`) with the token's identity claims.
 
 Authorities are pinned: a JWKS URL is fetched on the first start and its keys kept in storage (namespace
@@ -204,6 +205,12 @@ class KeyBrokerService:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @property
+    def info(self) -> host.EnclaveInfo:
+        """What the KBS enclave reported at start (MRENCLAVE, MRSIGNER, product id): the identity its release
+        quotes carry, for configuring the recipients that check them. Raises UsageError before start."""
+        return self._running().info
+
     def _running(self) -> host.Enclave:
         if self._enclave is None:
             raise UsageError("the key broker has not started")
@@ -348,7 +355,8 @@ class KeyBrokerService:
 
     def release(self, name: str, body: bytes) -> ServiceResponse:
         """``POST /keys/{name}/release``: body ``{"target": token, "nonce"?}``; ``{"value": JWE}`` (200), or
-        400 (malformed), 403 (refused), 404 (unknown key). Every answer past parsing is audited."""
+        400 (malformed), 403 (refused), 404 (unknown key). A 200 answer also holds ``"quote"`` (base64url),
+        the enclave's evidence for this release (:mod:`.release_evidence`). Every answer past parsing is audited."""
         enclave = self._running()
         record = self._record(name)
         if isinstance(record, ServiceResponse):
@@ -397,4 +405,6 @@ class KeyBrokerService:
             if int(error["status"]) >= 500:
                 log.error("release of %s failed: %s", name, error["message"])
             return ServiceResponse.error(int(error["status"]), str(error["code"]), str(error["message"]))
-        return ServiceResponse(200, {"value": answer["value"]})
+        # The value as Azure Key Vault answers it, and the enclave's quote that binds it (clients that know the
+        # key broker's identity check it; others keep reading "value" only).
+        return ServiceResponse(200, {"value": answer["value"], "quote": answer["quote"]})

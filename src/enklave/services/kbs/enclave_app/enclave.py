@@ -14,8 +14,11 @@ Ecalls:
 * ``set_policy(name, spec_json, old_policy_json, encrypted, new_policy_json)``: re-bind a key to a new policy.
 * ``release(name, spec_json, policy_json, encrypted, token, nonce, now)``: verify the token with the pinned
   authority of its issuer, evaluate the key's release policy over its claims, and wrap the key material to the
-  public key the attested enclave put in ``x-ms-runtime``; returns JSON ``{"value": jwe, "audit": {...}}`` or
-  ``{"error": {"status", "code", "message"}, "audit": {...}}``. The audit record never holds key material.
+  public key the attested enclave put in ``x-ms-runtime``; returns JSON ``{"value": jwe, "quote": base64url,
+  "audit": {...}}`` or ``{"error": {"status", "code", "message"}, "audit": {...}}``. The quote is this enclave's,
+  over :func:`~enklave.services.kbs.release_evidence.release_report_data` of the key name, the recipient key and
+  the wrapped value: the recipient checks it, so a host cannot pass off a value it wrapped itself as a release.
+  The audit record never holds key material.
 
 What the host could do wrong is bounded: a record it swapped or whose policy it changed does not decrypt (the
 associated data binds name, spec and policy), and a stale clock only matters within token lifetimes. The
@@ -55,6 +58,7 @@ from enklave.errors import (
 )
 from enklave.services._response import Refused
 from enklave.services.kbs.keys import KeySpec, check_key_name, record_aad
+from enklave.services.kbs.release_evidence import release_report_data
 from enklave.services.kbs.release_policy import ReleasePolicy
 from enklave.services.kbs.wrapping import wrap_released_key
 
@@ -267,7 +271,7 @@ def _release(
     nonce: str | None,
     now: int,
     seen: dict[str, bool],
-) -> str:
+) -> tuple[str, bytes]:
     at = datetime.fromtimestamp(now, UTC)
     # 1. The authority: the token's (unverified) issuer selects a pinned verifier; unknown issuers are refused.
     unverified = _unverified_claims(token)
@@ -302,11 +306,15 @@ def _release(
     # 5. The key material, decrypted here and wrapped at once; it is never returned in clear.
     material = _decrypt(encrypted, record_aad(check_key_name(name), spec, policy_json))
     try:
-        return wrap_released_key(material, recipient)
+        wrapped = wrap_released_key(material, recipient)
+        binding = release_report_data(name, recipient, wrapped)
     except InvalidKey as exc:
         raise Refused(
             403, "InvalidRuntimeKey", f"the token's runtime key cannot be wrapped to: {exc}"
         ) from exc
+    # 6. This enclave's evidence that it made this release: a quote binding the name, the recipient and the
+    #    wrapped value, so that the recipient can tell it from a value the host wrapped to it.
+    return wrapped, enclave.get_quote(binding)
 
 
 @enclave.ecall
@@ -319,16 +327,16 @@ def release(
     nonce: Annotated[str, enclave.MaxSize(1024)] | None,
     now: int,
 ) -> str:
-    """Release one key; returns JSON ``{"value": jwe, "audit"}`` or ``{"error", "audit"}`` (see the module
-    docstring). A record that does not decrypt (tampered storage) is reported as a 500 ``KeyIntegrityError``."""
+    """Release one key; returns JSON ``{"value": jwe, "quote", "audit"}`` or ``{"error", "audit"}`` (see the
+    module docstring). A record that does not decrypt (tampered storage) is reported as a 500 ``KeyIntegrityError``."""
     claims = _unverified_claims(token)
     seen = {"verified": False}
     try:
-        value = _release(name, spec_json, policy_json, encrypted, token, nonce, now, seen)
+        value, quote = _release(name, spec_json, policy_json, encrypted, token, nonce, now, seen)
     except Refused as refused:
         error = refused.to_error()
     except SealingError as exc:
         error = {"status": 500, "code": "KeyIntegrityError", "message": str(exc)}
     else:
-        return json.dumps({"value": value, "audit": _audit(claims, True)})
+        return json.dumps({"value": value, "quote": b64url_encode(quote), "audit": _audit(claims, True)})
     return json.dumps({"error": error, "audit": _audit(claims, seen["verified"])})
