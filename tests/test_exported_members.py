@@ -31,6 +31,7 @@ PUBLIC_MODULES = [
     "enklave.inference.client",
     "enklave.inference.protocol",
     "enklave.inference.service",
+    "enklave.inference.config",
 ]
 
 
