@@ -1161,3 +1161,14 @@ def test_the_router_answers_fuzzed_requests_with_4xx_never_a_crash(
     assert answer.status < 500, answer.content
     if answer.status >= 400:
         assert error_message(answer.content)
+
+
+def test_onnx_runtime_threads_fit_the_enclaves_spare_threads(tmp_path: Path) -> None:
+    from enklave.deploy.gramine import PYTHON_THREADS
+    from enklave.inference.config import MAX_ORT_THREADS
+
+    assert 1 <= MAX_ORT_THREADS < PYTHON_THREADS
+    assert 1 <= InferenceConfig(data_dir=tmp_path).ort_threads() <= MAX_ORT_THREADS
+    assert InferenceConfig(data_dir=tmp_path, threads=2).enclave_settings()["intra_op_threads"] == 2
+    with pytest.raises(UsageError, match="threads"):
+        InferenceConfig(data_dir=tmp_path, threads=MAX_ORT_THREADS + 1)

@@ -12,6 +12,7 @@ from enklave.cli._serve import ServeOptions
 from enklave.cli._serve import serve as serve_service
 from enklave.errors import ConfigError, UsageError
 from enklave.inference.app import create_app
+from enklave.inference.config import MAX_ORT_THREADS
 from enklave.inference.service import InferenceConfig, InferenceService
 from enklave.runtime.config import parse_size
 
@@ -110,8 +111,8 @@ def _size(value: str, option: str) -> int:
     help="Longest wait for a batch to fill.",
 )  # fmt: skip
 @click.option(
-    "--threads", default=0, show_default=True, type=click.IntRange(0, 1024),
-    help="ONNX Runtime intra-op threads in the enclave (0: the CPU count).",
+    "--threads", default=0, show_default=True, type=click.IntRange(0, MAX_ORT_THREADS),
+    help=f"ONNX Runtime intra-op threads in the enclave (0: the CPU count, at most {MAX_ORT_THREADS}).",
 )  # fmt: skip
 @click.option("--max-model-size", default="1G", show_default=True, help="Largest model (plaintext bytes).")
 @click.option("--max-total-size", default="2G", show_default=True, help="All loaded models together.")

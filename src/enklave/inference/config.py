@@ -18,15 +18,20 @@ from enklave.attestation.sources import (
     INTEL_PCS_URL,
     CollateralSource,
 )
+from enklave.deploy.gramine import PYTHON_THREADS
 from enklave.errors import UsageError
 from enklave.inference.credentials import check_host_credential, check_token_sha256, owner_credentials
 from enklave.inference.model_format import MAX_MODEL_BYTES
 
-__all__ = ["GATEWAY_OVERHEAD", "InferenceConfig"]
+__all__ = ["GATEWAY_OVERHEAD", "MAX_ORT_THREADS", "InferenceConfig"]
 
 GATEWAY_OVERHEAD: Final = 4096
 """Bytes an encapsulated request may carry beyond ``max_request_bytes`` (OHTTP and Binary HTTP framing)."""
 _MAX_ENCLAVE_REQUEST: Final = 64 << 20
+#: ONNX Runtime's thread pool lives in the enclave's spare threads: on SGX, Gramine's ``sgx.max_threads`` is the
+#: TCS count (one per concurrent ecall) plus PYTHON_THREADS, of which the interpreter and Gramine's helpers take
+#: about four. Sizing the pool to the rest keeps it from failing to start inside the enclave.
+MAX_ORT_THREADS: Final = PYTHON_THREADS - 4
 _MIN_TOKEN: Final = 16
 
 
@@ -48,7 +53,8 @@ class InferenceConfig:
     ``kbs_isv_prod_id`` and ``kbs_min_isv_svn`` name the key broker enclave whose release quotes the enclave
     accepts (measured, see :meth:`kbs_policy`; one of the first two is required), and ``kbs_allow_simulated``
     whether they may come from the simulated platform (None: only in sim mode). ``max_batch``, ``batch_delay_ms``
-    and ``threads`` (ONNX Runtime's intra-op threads; 0: the CPU count) tune inference; the ``max_*`` values are
+    and ``threads`` (ONNX Runtime's intra-op threads, at most :data:`MAX_ORT_THREADS`; 0: the CPU count up to
+    that bound) tune inference; the ``max_*`` values are
     the limits answered with 413/400.
     ``collateral_source`` replaces the default (the simulated platform's collateral in sim mode, Intel's PCS at
     ``pcs_url`` on SGX).
@@ -97,8 +103,13 @@ class InferenceConfig:
         if self.hpke_seed_key is not None and self.kbs_url is None:
             raise UsageError("an HPKE seed from the key broker needs --attestation-url and --kbs-url")
         self._check_kbs_identity()
-        if not 1 <= self.max_batch <= 1024 or not 0 <= self.batch_delay_ms <= 1000 or self.threads < 0:
-            raise UsageError("max_batch is 1 to 1024, batch_delay_ms 0 to 1000, threads 0 or more")
+        if not 1 <= self.max_batch <= 1024 or not 0 <= self.batch_delay_ms <= 1000:
+            raise UsageError("max_batch is 1 to 1024 and batch_delay_ms 0 to 1000")
+        if not 0 <= self.threads <= MAX_ORT_THREADS:
+            raise UsageError(
+                f"threads is 0 (the CPU count, up to {MAX_ORT_THREADS}) to {MAX_ORT_THREADS}: ONNX Runtime's pool "
+                "runs in the enclave's spare threads (sgx.max_threads), not in its TCS for ecalls"
+            )
         if not 0 < self.max_model_bytes <= MAX_MODEL_BYTES or self.max_total_bytes < self.max_model_bytes:
             raise UsageError("max_model_bytes must be positive, at most 2 GiB and at most max_total_bytes")
         if not 0 < self.max_request_bytes <= _MAX_ENCLAVE_REQUEST - GATEWAY_OVERHEAD:
@@ -160,6 +171,11 @@ class InferenceConfig:
         """Whether the enclave accepts simulated key broker quotes when it runs in ``mode`` (``sim``/``sgx``)."""
         return mode == "sim" if self.kbs_allow_simulated is None else self.kbs_allow_simulated
 
+    def ort_threads(self) -> int:
+        """ONNX Runtime's intra-op threads in the enclave: ``threads``, or the CPU count up to the enclave's spare
+        threads."""
+        return self.threads or min(os.cpu_count() or 1, MAX_ORT_THREADS)
+
     def enclave_settings(self) -> dict[str, Any]:
         """The run-time settings the enclave's ``init`` takes (tokens only as SHA-256 digests)."""
         api_key = self.api_key
@@ -167,7 +183,7 @@ class InferenceConfig:
             "owner_token_sha256": self.owner_token_sha256,
             "api_key_sha256": None if api_key is None else hashlib.sha256(api_key.encode("utf-8")).hexdigest(),
             "max_models": self.max_models, "max_model_bytes": self.max_model_bytes,
-            "max_total_bytes": self.max_total_bytes, "intra_op_threads": self.threads or (os.cpu_count() or 1),
+            "max_total_bytes": self.max_total_bytes, "intra_op_threads": self.ort_threads(),
             "max_batch": self.max_batch, "max_delay_ms": float(self.batch_delay_ms),
             "max_tensors": self.max_tensors, "max_elements": self.max_elements,
             "max_tensor_bytes": self.max_tensor_bytes, "max_request_bytes": self.max_request_bytes,
