@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from enklave.deploy.gramine import BuildResult, build_sgx
+from enklave.errors import PlatformError
 from enklave.runtime import bundle as bundle_module
 from enklave.runtime.bundle import load_bundle
 from enklave.services import _enclave_app
@@ -47,3 +49,47 @@ def test_changed_code_or_a_damaged_bundle_is_signed_again(
     path.write_bytes(path.read_bytes()[:-10])
     sign_packaged_enclave(tmp_path, "enklave.services.kbs", "kbs.enclave", extra_files=AUTHORITIES)
     assert load_bundle(path).mr_enclave == original
+
+
+def test_sgx_mode_builds_the_gramine_manifest_when_the_bundle_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[Path, Path, object]] = []
+
+    def fake_build(config_path: Path, bundle_path: Path, out_dir: Path, *, key: object = None) -> object:
+        calls.append((Path(bundle_path), Path(out_dir), key))
+        assert Path(config_path).is_file() and Path(bundle_path).is_file()
+        (Path(out_dir) / "enklave-key-broker.manifest.sgx").write_text("signed")
+        return _built()
+
+    monkeypatch.setattr(_enclave_app, "build_sgx", fake_build)
+    path = sign_packaged_enclave(tmp_path, "enklave.services.kbs", "kbs.enclave", extra_files=AUTHORITIES)
+    assert calls == []  # sim mode builds nothing
+    sign_packaged_enclave(
+        tmp_path, "enklave.services.kbs", "kbs.enclave", extra_files=AUTHORITIES, mode="sgx"
+    )
+    assert calls == [(path, path.parent, tmp_path / "enclave-signing-key.pem")]
+    # Unchanged enclave, signed manifest present: nothing to rebuild.
+    sign_packaged_enclave(
+        tmp_path, "enklave.services.kbs", "kbs.enclave", extra_files=AUTHORITIES, mode="sgx"
+    )
+    assert len(calls) == 1
+    # New measured content: the bundle and its manifest are both rebuilt.
+    sign_packaged_enclave(
+        tmp_path, "enklave.services.kbs", "kbs.enclave", extra_files={"authorities.json": b"[1]"}, mode="sgx"
+    )
+    assert len(calls) == 2
+
+
+def test_sgx_mode_without_gramine_tools_is_a_platform_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_enclave_app, "build_sgx", functools.partial(build_sgx, which=lambda tool: None))
+    with pytest.raises(PlatformError, match="gramine"):
+        sign_packaged_enclave(
+            tmp_path, "enklave.services.kbs", "kbs.enclave", extra_files=AUTHORITIES, mode="sgx"
+        )
+
+
+def _built() -> BuildResult:
+    return BuildResult(Path("t"), Path("m"), Path("s"), Path("g"), (), ())

@@ -56,19 +56,25 @@ def sign_inference_enclave(
     *,
     kbs_policy: Mapping[str, Any] | None = None,
     kbs_allow_simulated: bool = False,
+    mode: str = "sim",
 ) -> Path:
     """Sign the packaged inference enclave into ``data_dir`` with the measured settings; the bundle's path.
 
     ``kbs_policy`` (``mr_signer`` and/or ``mr_enclave`` hex, ``isv_prod_id``, ``min_isv_svn``) is the key broker
     whose release quotes the enclave accepts, and ``kbs_allow_simulated`` whether they may be simulated; both are
     measured, and left out of the settings (so the MRENCLAVE is the one of an enclave without a key broker) when
-    ``kbs_policy`` is None."""
+    ``kbs_policy`` is None. In ``mode`` ``"sgx"`` the Gramine manifest is built too (see
+    :func:`~enklave.services._enclave_app.sign_packaged_enclave`)."""
     document: dict[str, Any] = {"hpke_seed_key": hpke_seed_key}
     if kbs_policy is not None:
         document.update(kbs_policy=dict(kbs_policy), kbs_allow_simulated=kbs_allow_simulated)
     settings = json.dumps(document, sort_keys=True) + "\n"
     return sign_packaged_enclave(
-        data_dir, "enklave.inference", BUNDLE_NAME, extra_files={_SETTINGS_FILE: settings.encode("utf-8")}
+        data_dir,
+        "enklave.inference",
+        BUNDLE_NAME,
+        extra_files={_SETTINGS_FILE: settings.encode("utf-8")},
+        mode=mode,
     )
 
 

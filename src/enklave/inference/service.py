@@ -96,6 +96,7 @@ class InferenceService:
             config.hpke_seed_key,
             kbs_policy=config.kbs_policy(),
             kbs_allow_simulated=config.kbs_simulated(self.mode),
+            mode=self.mode,
         )
         enclave = InferenceEnclave(
             bundle, self.storage, mode=self.mode, home=config.home, timeout=config.ecall_timeout

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from enklave import host
-from enklave.errors import EnklaveError
+from enklave.deploy.gramine import build_sgx
+from enklave.errors import EnklaveError, PlatformError
 from enklave.runtime.bundle import Bundle, load_bundle, sign_bundle, write_bundle
 from enklave.runtime.config import CONFIG_FILENAME
 from enklave.runtime.signing import load_or_create_signing_key
@@ -44,16 +45,26 @@ class _EnclaveSettings(Protocol):
 
 
 def sign_packaged_enclave(
-    data_dir: Path, package: str, bundle_name: str, *, extra_files: Mapping[str, bytes] | None = None
+    data_dir: Path,
+    package: str,
+    bundle_name: str,
+    *,
+    extra_files: Mapping[str, bytes] | None = None,
+    mode: str = "sim",
 ) -> Path:
     """Sign the enclave in ``package``'s ``enclave_app/`` into ``data_dir/enclave/bundle_name``; its path.
 
-    ``extra_files`` are written next to the code before signing, so they are measured with it. Raises what
-    :func:`~enklave.runtime.signing.load_or_create_signing_key` and :func:`~enklave.runtime.bundle.sign_bundle`
-    raise.
+    ``extra_files`` are written next to the code before signing, so they are measured with it. An unchanged
+    enclave keeps its earlier bundle file. In ``mode`` ``"sgx"`` the Gramine manifest is also written, rendered
+    and signed next to the bundle (with the same signing key) whenever the bundle was written or the signed
+    manifest is missing, as ``enklave build --mode sgx`` does for apps: ``host.load`` in sgx mode runs
+    ``gramine-sgx`` on it. Raises what :func:`~enklave.runtime.signing.load_or_create_signing_key` and
+    :func:`~enklave.runtime.bundle.sign_bundle` raise, and :class:`~enklave.errors.PlatformError` in sgx mode
+    when Gramine's tools are missing or fail.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    key, _created = load_or_create_signing_key(data_dir / _SIGNING_KEY_NAME)
+    key_path = data_dir / _SIGNING_KEY_NAME
+    key, _created = load_or_create_signing_key(key_path)
     packaged = resources.files(package) / "enclave_app"
     with tempfile.TemporaryDirectory(prefix="enklave-service-") as tmp:
         source = Path(tmp)
@@ -62,11 +73,27 @@ def sign_packaged_enclave(
         for name, content in (extra_files or {}).items():
             (source / name).write_bytes(content)
         bundle = sign_bundle(source / CONFIG_FILENAME, key)
-    path = data_dir / "enclave" / bundle_name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not _same_enclave(path, bundle):
-        write_bundle(bundle, path)
+        path = data_dir / "enclave" / bundle_name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written = not _same_enclave(path, bundle)
+        if written:
+            write_bundle(bundle, path)
+        if mode == "sgx":
+            _build_gramine(source / CONFIG_FILENAME, bundle, path, key_path, rebuild=written)
     return path
+
+
+def _build_gramine(config_path: Path, bundle: Bundle, path: Path, key_path: Path, *, rebuild: bool) -> None:
+    """Write, render and sign the Gramine manifest of ``bundle`` next to it, unless an up-to-date one exists."""
+    signed_manifest = path.parent / f"{bundle.config.name}.manifest.sgx"
+    if signed_manifest.exists() and not rebuild:
+        return
+    result = build_sgx(config_path, path, path.parent, key=key_path)
+    if result.missing_tools:
+        missing = ", ".join(result.missing_tools)
+        raise PlatformError(
+            f"sgx mode needs Gramine's tools to build the enclave's manifest; missing: {missing}"
+        )
 
 
 def _same_enclave(path: Path, bundle: Bundle) -> bool:

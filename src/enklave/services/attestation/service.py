@@ -53,6 +53,7 @@ from enklave.errors import (
     PlatformError,
     UsageError,
 )
+from enklave.platform.mode import resolve_mode
 from enklave.platform.simulated import SimulatedCollateralSource
 from enklave.services._enclave_app import sign_packaged_enclave, start_sealed
 from enklave.services._response import ServiceResponse, check_admin, storage_failure
@@ -155,6 +156,7 @@ def _bundle(config: ServiceConfig) -> Path:
         "enklave.services.attestation",
         _BUNDLE_NAME,
         extra_files={_SETTINGS_FILE: settings.encode("utf-8")},
+        mode=resolve_mode(config.mode),
     )
 
 

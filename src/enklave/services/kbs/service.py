@@ -43,6 +43,7 @@ from enklave.errors import (
     InvalidToken,
     UsageError,
 )
+from enklave.platform.mode import resolve_mode
 from enklave.services._enclave_app import sign_packaged_enclave, start_sealed
 from enklave.services._response import ServiceResponse, check_admin
 from enklave.services.kbs.audit import AUDIT_LOG, AuditRecord
@@ -182,6 +183,7 @@ class KeyBrokerService:
             "enklave.services.kbs",
             _BUNDLE_NAME,
             extra_files={_AUTHORITIES_FILE: authorities},
+            mode=resolve_mode(self.config.mode),
         )
         self._enclave, _ = start_sealed(
             bundle,
