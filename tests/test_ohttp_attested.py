@@ -240,6 +240,103 @@ def test_building_invalid_messages_is_a_usage_error() -> None:
             build()
 
 
+@pytest.mark.parametrize(
+    ("size", "prefix"),
+    [(0, b""), (63, b"\x3f"), (64, b"\x40\x40"), (16383, b"\x7f\xff"), (16384, b"\x80\x00\x40\x00")],
+)
+def test_content_lengths_use_the_shortest_varint_and_decode_back(size: int, prefix: bytes) -> None:
+    request = BhttpRequest("POST", path="/", content=b"c" * size)
+    encoded = request.to_bytes()
+    # An empty content at the end is truncated away with the empty headers (RFC 9292 §3.1).
+    body = b"\x00" + prefix + b"c" * size if size else b""
+    assert encoded == b"\x00\x04POST\x05https\x00\x01/" + body
+    assert BhttpRequest.from_bytes(encoded) == request
+
+
+def test_varint_boundaries_and_limit() -> None:
+    # _varint is private; it is tested directly because lengths of 2**30 and more cannot be built in a test.
+    from enklave.channels._ohttp_bhttp import _varint
+
+    assert _varint((1 << 30) - 1) == b"\xbf\xff\xff\xff"
+    assert _varint(1 << 30) == b"\xc0\x00\x00\x00\x40\x00\x00\x00"
+    assert _varint((1 << 62) - 1) == b"\xff" * 8
+    with pytest.raises(UsageError):
+        _varint(1 << 62)
+
+
+@pytest.mark.parametrize("length", [b"\x03", b"\x40\x03", b"\x80\x00\x00\x03", b"\xc0" + bytes(6) + b"\x03"])
+def test_every_varint_form_decodes_even_when_not_shortest(length: bytes) -> None:
+    # RFC 9292 does not require the shortest form; the framing indicator is a varint too.
+    for framing in (b"\x00", b"\x40\x00"):
+        data = framing + length + b"GET\x05https\x00\x01/\x04\x01a\x01b"
+        assert BhttpRequest.from_bytes(data) == BhttpRequest("GET", headers=(("a", "b"),))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x40",  # a two-byte framing indicator cut after its first byte
+        b"\x00\x40",  # a two-byte method length cut short
+        b"\x00\x80\x00\x00",  # a four-byte method length cut short
+        b"\x00\xc0" + bytes(6),  # an eight-byte method length cut short
+        b"\x00\x03GET\x05https\x00\x01/\x04\x01a\x40",  # a value length cut short by the section's end
+        b"\x00\x03GET\x05https\x00\x01/\x03\x01a\x05\x05hello",  # a value running past its section
+        b"\x00\x03GET\x05https\x00\x01/\x02\x02ab\x00",  # a name running past its section
+        b"\x00\x03GET\x05https\x00\x01/\xc0",  # a section length cut short
+        b"\x00\x03GET\x05https\x00\x01/\x00\x80\x00",  # a content length cut short
+    ],
+)
+def test_truncated_varints_and_overrunning_field_lines_are_bad_data(data: bytes) -> None:
+    with pytest.raises(BadDataError):
+        BhttpRequest.from_bytes(data)
+
+
+def _value_is_valid(value: str) -> bool:
+    # The rule of RFC 9113 §8.2.1 as enklave applies it, spelled out one character at a time.
+    return (
+        all(ord(char) <= 0xFF and char not in "\x00\r\n" for char in value)
+        and value[:1] not in (" ", "\t")
+        and value[-1:] not in (" ", "\t")
+    )
+
+
+_TRICKY = st.sampled_from(
+    ["\x00", "\r", "\n", " ", "\t", "\xff", "\u0100", "\ud800", "\U0010ffff", "a", "\x7f"]
+)
+
+
+@settings(max_examples=400)
+@given(st.lists(st.one_of(_TRICKY, st.characters()), max_size=6).map("".join))
+def test_field_value_check_follows_the_rule_exactly(value: str) -> None:
+    if _value_is_valid(value):
+        request = BhttpRequest("GET", headers=(("a", value),))
+        assert BhttpRequest.from_bytes(request.to_bytes()).headers == (("a", value),)
+        return
+    with pytest.raises(UsageError) as caught:
+        BhttpRequest("GET", headers=(("a", value),))
+    syntax = (
+        any(char in "\x00\r\n" for char in value) or value[:1] in (" ", "\t") or value[-1:] in (" ", "\t")
+    )
+    assert ("NUL, CR or LF" if syntax else "outside one byte") in str(caught.value)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.one_of(st.sampled_from(["a", "Z", "-", "~", ":", " ", "\u212a", "\xe9"]), st.characters()),
+        max_size=5,
+    )
+)
+def test_field_name_check_follows_the_rule_exactly(chars: list[str]) -> None:
+    name = "".join(chars)
+    valid = bool(name) and all(char in "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz" for char in name)
+    if valid:
+        assert BhttpRequest("GET", headers=((name, "v"),)).header(name.upper()) == "v"
+    else:
+        with pytest.raises(UsageError, match="lowercase token"):
+            BhttpRequest("GET", headers=((name, "v"),))
+
+
 # -- The evidence layout and envelope ------------------------------------------------------------------------
 
 

@@ -99,6 +99,9 @@ def _suite(kem_id: int, kdf_id: int, aead_id: int) -> CipherSuite:
 
 
 # A gateway serves every request with the same few suites; building one costs as much as a key schedule step.
+# The key schedule's psk_id_hash and info_hash (RFC 9180 §5.1) are constant per suite and info too, but pyhpke
+# computes them inside a private method with no public hook, so they are not cached here: doing so would mean
+# reimplementing KeySchedule or patching pyhpke internals, for about 5 µs of a 75 µs decapsulation.
 @functools.lru_cache(maxsize=32)
 def _cached_suite(kem_id: int, kdf_id: int, aead_id: int) -> CipherSuite:
     return CipherSuite.new(KEMId(kem_id), KDFId(kdf_id), AEADId(aead_id))

@@ -19,6 +19,7 @@ Errors: :class:`~enklave.errors.BadDataError` for every invalid or oversized mes
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass
 from typing import Final
 
@@ -47,6 +48,22 @@ _NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 _VISIBLE = re.compile(r"[\x21-\x7e]*")
 _VALUE_FORBIDDEN = re.compile(r"[\x00\r\n]")
+# A valid field value in one pass: no NUL, CR, LF or character above one byte anywhere, and no space or tab at
+# either end. A value that fails it goes through the slower checks only to say what is wrong with it.
+_VALUE = re.compile(
+    r"(?:[^\x00\r\n\t \u0100-\U0010ffff]"
+    r"(?:[^\x00\r\n\u0100-\U0010ffff]*[^\x00\r\n\t \u0100-\U0010ffff])?)?"
+)
+_NOT_LATIN1 = re.compile(r"[^\x00-\xff]")
+
+
+def _value_problem(what: str, name: str, value: str) -> str:
+    if _VALUE_FORBIDDEN.search(value) or value[:1] in (" ", "\t") or value[-1:] in (" ", "\t"):
+        return f"{what}: the value of {name!r} holds NUL, CR or LF or starts or ends with whitespace"
+    if _NOT_LATIN1.search(value):
+        return f"{what}: the value of {name!r} holds a character outside one byte (Latin-1)"
+    # Unreachable while _VALUE and the checks above agree; kept so a divergence fails closed.
+    return f"{what}: the value of {name!r} is not a valid field value"
 
 
 def _check_fields(fields: object, what: str) -> str | None:
@@ -54,21 +71,31 @@ def _check_fields(fields: object, what: str) -> str | None:
         return f"{what} must be a tuple of (name, value) pairs"
     if len(fields) > MAX_FIELD_LINES:
         return f"{what} hold more than {MAX_FIELD_LINES} field lines"
+    name_ok = _NAME.fullmatch
+    value_ok = _VALUE.fullmatch
     for line in fields:
-        if not (isinstance(line, tuple) and len(line) == 2 and all(isinstance(p, str) for p in line)):
+        if not (
+            isinstance(line, tuple)
+            and len(line) == 2
+            and isinstance(line[0], str)
+            and isinstance(line[1], str)
+        ):
             return f"{what} must be a tuple of (name, value) string pairs"
         name, value = line
-        if not _NAME.fullmatch(name):
+        if name_ok(name) is None:
             return f"{what}: a field name must be a non-empty lowercase token"
-        if _VALUE_FORBIDDEN.search(value) or value[:1] in (" ", "\t") or value[-1:] in (" ", "\t"):
-            return f"{what}: the value of {name!r} holds NUL, CR or LF or starts or ends with whitespace"
-        if any(ord(char) > 0xFF for char in value):
-            return f"{what}: the value of {name!r} holds a character outside one byte (Latin-1)"
+        if value_ok(value) is None:
+            return _value_problem(what, name, value)
     return None
 
 
 def _check_request(request: BhttpRequest) -> str | None:
-    if not all(isinstance(v, str) for v in (request.method, request.scheme, request.authority, request.path)):
+    if not (
+        isinstance(request.method, str)
+        and isinstance(request.scheme, str)
+        and isinstance(request.authority, str)
+        and isinstance(request.path, str)
+    ):
         return "method, scheme, authority and path must be strings"
     if not _TOKEN.fullmatch(request.method):
         return "the method must be a non-empty token"
@@ -88,15 +115,20 @@ def _check_response(response: BhttpResponse) -> str | None:
         return "a final status must be an integer from 200 to 599"
     if not isinstance(response.content, bytes):
         return "content must be bytes"
-    if not isinstance(response.informational, tuple) or not all(
-        isinstance(item, InformationalResponse) for item in response.informational
+    if not isinstance(response.informational, tuple) or (
+        response.informational
+        and not all(isinstance(item, InformationalResponse) for item in response.informational)
     ):
         return "informational must be a tuple of InformationalResponse"
     return _check_fields(response.headers, "headers") or _check_fields(response.trailers, "trailers")
 
 
 def _first(fields: Fields, name: str) -> str | None:
-    return next((value for field, value in fields if field == name.lower()), None)
+    wanted = name.lower()
+    for field, value in fields:
+        if field == wanted:
+            return value
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +158,11 @@ class BhttpRequest:
 
     def to_bytes(self) -> bytes:
         """The known-length encoding (RFC 9292 §3.1), with empty trailing sections truncated."""
-        control = b"".join(
-            _string(part.encode("ascii")) for part in (self.method, self.scheme, self.authority, self.path)
+        control = (
+            _string(self.method.encode("ascii"))
+            + _string(self.scheme.encode("ascii"))
+            + _string(self.authority.encode("ascii"))
+            + _string(self.path.encode("ascii"))
         )
         return _varint(_KNOWN_REQUEST) + control + _sections(self.headers, self.content, self.trailers)
 
@@ -139,7 +174,10 @@ class BhttpRequest:
         if framing not in (_KNOWN_REQUEST, _INDETERMINATE_REQUEST):
             raise BadDataError(f"Binary HTTP framing indicator {framing} is not a request")
         indeterminate = framing == _INDETERMINATE_REQUEST
-        method, scheme, authority, path = (reader.string().decode("ascii", "replace") for _ in range(4))
+        method = reader.string().decode("ascii", "replace")
+        scheme = reader.string().decode("ascii", "replace")
+        authority = reader.string().decode("ascii", "replace")
+        path = reader.string().decode("ascii", "replace")
         headers, content, trailers = reader.rest(indeterminate)
         try:
             return cls(method, scheme, authority, path, headers, content, trailers)
@@ -220,11 +258,27 @@ class BhttpResponse:
             raise BadDataError(str(exc)) from exc
 
 
+# QUIC variable-length integers (RFC 9000 §16): the two high bits of the first byte give the size (1, 2, 4 or 8
+# bytes), the other bits are the value. Indexed by those two bits: the struct that reads the whole integer and
+# the mask that removes the size bits. The one-byte form (0) needs neither: it is the byte itself.
+_VARINT_READERS: Final = {1: struct.Struct(">H"), 2: struct.Struct(">I"), 3: struct.Struct(">Q")}
+_VARINT_MASKS: Final = (0x3F, 0x3FFF, 0x3FFF_FFFF, 0x3FFF_FFFF_FFFF_FFFF)
+_U16: Final = struct.Struct(">H")
+_U32: Final = struct.Struct(">I")
+_U64: Final = struct.Struct(">Q")
+_TRUNCATED: Final = "Binary HTTP message is truncated inside a field"
+
+
 def _varint(value: int) -> bytes:
     """A QUIC variable-length integer (RFC 9000 §16) in its shortest form."""
-    for prefix, size in ((0x00, 1), (0x40, 2), (0x80, 4), (0xC0, 8)):
-        if value < 1 << (8 * size - 2):
-            return (value | prefix << (8 * size - 8)).to_bytes(size, "big")
+    if value < 0x40:
+        return bytes((value,))
+    if value < 0x4000:
+        return _U16.pack(value | 0x4000)
+    if value < 0x4000_0000:
+        return _U32.pack(value | 0x8000_0000)
+    if value < 0x4000_0000_0000_0000:
+        return _U64.pack(value | 0xC000_0000_0000_0000)
     raise UsageError("a Binary HTTP length does not fit in 62 bits")
 
 
@@ -234,9 +288,9 @@ def _string(data: bytes) -> bytes:
 
 def _section(fields: Fields) -> bytes:
     lines = b"".join(
-        _string(name.encode("ascii")) + _string(value.encode("latin-1")) for name, value in fields
+        [_string(name.encode("ascii")) + _string(value.encode("latin-1")) for name, value in fields]
     )
-    return _string(lines)
+    return _varint(len(lines)) + lines
 
 
 def _sections(headers: Fields, content: bytes, trailers: Fields) -> bytes:
@@ -248,57 +302,96 @@ def _sections(headers: Fields, content: bytes, trailers: Fields) -> bytes:
 
 
 class _Reader:
-    """Reads the parts of one message; every length is checked against what is left before it is used."""
+    """Reads the parts of one message; every length is checked against what is left before it is used.
 
-    __slots__ = ("_data", "_position")
+    ``_end`` bounds every read: the end of the message, or of the known-length section being read, so that a
+    field line can never run past its section.
+    """
+
+    __slots__ = ("_data", "_end", "_position")
 
     def __init__(self, data: bytes) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise UsageError("a Binary HTTP message must be bytes")
         self._data = bytes(data)
         self._position = 0
+        self._end = len(self._data)
 
     def at_end(self) -> bool:
-        return self._position == len(self._data)
-
-    def take(self, size: int) -> bytes:
-        if size > len(self._data) - self._position:
-            raise BadDataError("Binary HTTP message is truncated inside a field")
-        start = self._position
-        self._position += size
-        return self._data[start : self._position]
+        return self._position == self._end
 
     def varint(self) -> int:
-        first = self.take(1)[0]
-        size = 1 << (first >> 6)
-        return int.from_bytes(bytes([first & 0x3F]) + self.take(size - 1), "big")
+        position = self._position
+        if position >= self._end:
+            raise BadDataError(_TRUNCATED)
+        first = self._data[position]
+        kind = first >> 6
+        if kind == 0:
+            self._position = position + 1
+            return first
+        end = position + (1 << kind)
+        if end > self._end:
+            raise BadDataError(_TRUNCATED)
+        self._position = end
+        value: int = _VARINT_READERS[kind].unpack_from(self._data, position)[0]
+        return value & _VARINT_MASKS[kind]
+
+    def take(self, size: int) -> bytes:
+        start = self._position
+        end = start + size
+        if end > self._end:
+            raise BadDataError(_TRUNCATED)
+        self._position = end
+        return self._data[start:end]
 
     def string(self) -> bytes:
-        return self.take(self.varint())
+        position = self._position
+        # Most lengths are under 64 and fit in one byte: read those without the general varint path.
+        if position < self._end and self._data[position] < 0x40:
+            size = self._data[position]
+            self._position = position + 1
+        else:
+            size = self.varint()
+        return self.take(size)
 
-    def field_line(self, name_size: int) -> tuple[str, str]:
-        name = self.take(name_size).decode("ascii", "replace")
-        return name, self.string().decode("latin-1")
+    def _field_lines(self, indeterminate: bool) -> Fields:
+        lines: list[tuple[str, str]] = []
+        data = self._data
+        while True:
+            if not indeterminate and self._position == self._end:
+                return tuple(lines)
+            name_size = self.varint()
+            if name_size == 0:
+                if indeterminate:
+                    # A zero name length is the content terminator of an indeterminate-length section.
+                    return tuple(lines)
+                raise BadDataError("a Binary HTTP field name is empty")
+            start = self._position
+            end = start + name_size
+            if end > self._end:
+                raise BadDataError(_TRUNCATED)
+            self._position = end
+            name = data[start:end].decode("ascii", "replace")
+            lines.append((name, self.string().decode("latin-1")))
+            if len(lines) > MAX_FIELD_LINES:
+                raise BadDataError(f"a Binary HTTP field section holds over {MAX_FIELD_LINES} lines")
 
     def section(self, indeterminate: bool) -> Fields:
         """One header or trailer section (RFC 9292 §3.6), its field lines not yet validated."""
-        lines: list[tuple[str, str]] = []
         if indeterminate:
-            # Field lines until a zero name length (the content terminator).
-            while (name_size := self.varint()) != 0:
-                lines.append(self.field_line(name_size))
-                if len(lines) > MAX_FIELD_LINES:
-                    raise BadDataError(f"a Binary HTTP field section holds over {MAX_FIELD_LINES} lines")
-            return tuple(lines)
-        inner = _Reader(self.string())
-        while not inner.at_end():
-            name_size = inner.varint()
-            if name_size == 0:
-                raise BadDataError("a Binary HTTP field name is empty")
-            lines.append(inner.field_line(name_size))
-            if len(lines) > MAX_FIELD_LINES:
-                raise BadDataError(f"a Binary HTTP field section holds over {MAX_FIELD_LINES} lines")
-        return tuple(lines)
+            return self._field_lines(True)
+        size = self.varint()
+        section_end = self._position + size
+        if section_end > self._end:
+            raise BadDataError(_TRUNCATED)
+        # Field lines are read with the section's end as the limit, then reading resumes after the section.
+        outer_end = self._end
+        self._end = section_end
+        try:
+            lines = self._field_lines(False)
+        finally:
+            self._end = outer_end
+        return lines
 
     def content(self, indeterminate: bool) -> bytes:
         if not indeterminate:
