@@ -28,7 +28,7 @@ import onnxruntime as ort
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -56,12 +56,14 @@ from enklave.errors import (
     BindingError,
     BoundaryError,
     CollateralUnavailable,
+    InvalidKey,
     InvalidToken,
     PolicyError,
     UsageError,
     VerificationError,
 )
 from enklave.inference._client_attest import parse_answer
+from enklave.inference._client_upload import envelope_public_jwk, prepare_model
 from enklave.inference._vault import ModelVault
 from enklave.inference.app import serving as serve_inference
 from enklave.inference.client import AsyncClient, Client, UploadResult
@@ -71,6 +73,7 @@ from enklave.inference.repository import ModelRepository
 from enklave.inference.router import Router, RouterSettings, token_digest
 from enklave.inference.service import InferenceConfig
 from enklave.platform.simulated import SimulatedCollateralSource, SimulatedPlatform, simulated_root
+from enklave.services.kbs.wrapping import unwrap_released_key
 from enklave.sgx.quote import Quote
 from enklave.sgx.report import AttributeFlags, Attributes, ReportBody
 from service_fixtures import enklave_home, serving
@@ -620,6 +623,90 @@ def test_kbs_keyed_upload_sends_no_key(host: FakeHost, url: str) -> None:
     # No attestation and no encapsulated request: the enclave gets the key from the key broker.
     assert host.log == [("PUT", "/v1/models/kbs-model/versions/1")]
     assert decrypt_model(host.stored[("kbs-model", "1")], key)[1] == MLP
+
+
+def _envelope_key() -> tuple[dict[str, Any], dict[str, str]]:
+    """A P-256 envelope key as the key broker shows it (a key view with kid and key_ops) and its private JWK."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    point = private.public_key().public_numbers()
+    public = {"kty": "EC", "crv": "P-256", "x": _b64url.encode(point.x.to_bytes(32, "big")),
+              "y": _b64url.encode(point.y.to_bytes(32, "big"))}  # fmt: skip
+    view = {"key": {**public, "kid": "https://kbs.example/keys/env-key", "key_ops": ["sign", "verify"]},
+            "attributes": {"exportable": True}}  # fmt: skip
+    d = _b64url.encode(private.private_numbers().private_value.to_bytes(32, "big"))
+    return view, {**public, "d": d}
+
+
+def test_envelope_upload_wraps_a_fresh_model_key_and_sends_it_nowhere(host: FakeHost, url: str) -> None:
+    view, private = _envelope_key()
+
+    async def main() -> UploadResult:
+        async with AsyncClient(url, policy=POLICY, roots=[simulated_root()], owner_token=OWNER) as client:
+            return await client.upload_model(MLP, name="enveloped", version=1, kbs_key="env-key",
+                                             kbs_public_jwk=view)  # fmt: skip
+
+    result = asyncio.run(main())
+    assert result.key_id == "kbs:env-key" and result.key is not None and not result.loaded
+    # One PUT of the container to the host, no encapsulated key request: the enclave unwraps the key itself.
+    assert host.log == [("PUT", "/v1/models/enveloped/versions/1")]
+    blob = host.stored[("enveloped", "1")]
+    header = read_header(blob)
+    assert header.envelope_key == "env-key" and header.wrapped_key is not None
+    # Only the key's members were wrapped to: the broker's kid does not reach the clear header.
+    assert b"kbs.example" not in blob
+    assert unwrap_released_key(header.wrapped_key, private) == result.key
+    assert decrypt_model(blob, result.key)[1] == MLP
+    assert result.key not in blob
+
+
+def test_envelope_arguments_are_checked() -> None:
+    view, private = _envelope_key()
+    assert envelope_public_jwk(view) == {k: private[k] for k in ("kty", "crv", "x", "y")}
+    with pytest.raises(UsageError, match="needs kbs_key"):
+        prepare_model(MLP, name="m", version=1, kbs_public_jwk=view)
+    with pytest.raises(UsageError, match="public JWK"):
+        prepare_model(MLP, name="m", version=1, kbs_key="k", kbs_public_jwk=private)
+    with pytest.raises(UsageError, match="RSA or EC"):
+        prepare_model(MLP, name="m", version=1, kbs_key="k", kbs_public_jwk={"kty": "oct", "k": "AAAA"})
+    with pytest.raises(UsageError, match="'x'"):
+        envelope_public_jwk({"kty": "EC", "crv": "P-256", "y": "AAAA"})
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key().public_numbers()
+    small = {"kty": "RSA", "n": _b64url.encode(weak.n.to_bytes(128, "big")), "e": "AQAB"}
+    with pytest.raises(InvalidKey, match="at least 2048"):
+        prepare_model(MLP, name="m", version=1, kbs_key="k", kbs_public_jwk=small)
+    # A model key given by the owner is the one wrapped.
+    key = os.urandom(32)
+    upload = prepare_model(MLP, name="m", version=1, key=key, kbs_key="k", kbs_public_jwk=view)
+    assert unwrap_released_key(read_header(upload.blob).wrapped_key or "", private) == key == upload.key
+
+
+def test_cli_encrypt_with_an_envelope_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    view, private = _envelope_key()
+    source, key_file, out, jwk_file = (tmp_path / n for n in ("m.onnx", "m.key", "m.enkm", "env.jwk"))
+    source.write_bytes(MLP)
+    jwk_file.write_text(json.dumps(view))
+    base = ["encrypt", str(source), "--name", "cli-env", "--version", "2", "--key-file", str(key_file),
+            "-o", str(out)]  # fmt: skip
+    code, _, err = _run(
+        model_command, [*base, "--kbs-key", "env-key", "--kbs-public-key", str(jwk_file)], capsys
+    )
+    assert code == EXIT_OK, err
+    key = bytes.fromhex(key_file.read_text().strip())
+    header = read_header(out.read_bytes())
+    assert header.key_id == "kbs:env-key" and "kbs:env-key" in err
+    assert unwrap_released_key(header.wrapped_key or "", private) == key
+    assert decrypt_model(out.read_bytes(), key)[1] == MLP
+    private_file = tmp_path / "private.jwk"
+    private_file.write_text(json.dumps(private))
+    for extra in (
+        ["--kbs-public-key", str(jwk_file)],  # without --kbs-key
+        ["--kbs-key", "env-key", "--kbs-public-key", str(jwk_file), "--kbs-url", "http://127.0.0.1:9"],
+        ["--kbs-key", "env-key", "--kbs-public-key", str(private_file)],
+    ):
+        out.unlink(missing_ok=True)
+        code, _, err = _run(model_command, [*base, *extra], capsys)
+        assert code == EXIT_USAGE, err
+        assert not out.exists()
 
 
 # -- the attestation answer parser ----------------------------------------------------------------------------------

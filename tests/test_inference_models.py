@@ -17,15 +17,20 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+from enklave import _b64url
 from enklave.errors import BadDataError, BoundaryError, UsageError, VerificationError
 from enklave.inference._batching import Batcher, Job
+from enklave.inference._vault import ModelVault
 from enklave.inference.model_format import (
     MAGIC,
+    MAX_HEADER_SIZE,
+    MAX_WRAPPED_KEY_SIZE,
     NONCE_SIZE,
     ModelHeader,
     decrypt_model,
@@ -33,10 +38,12 @@ from enklave.inference.model_format import (
     is_valid_key_id,
     is_valid_name,
     is_valid_version,
+    is_valid_wrapped_key,
     read_header,
 )
 from enklave.inference.repository import ModelInfo, ModelRepository
 from enklave.inference.runner import ModelRunner, RunnerStats, TensorSpec
+from enklave.services.kbs.wrapping import unwrap_released_key, wrap_released_key
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -280,6 +287,195 @@ def test_name_version_and_key_id_predicates() -> None:
     assert is_valid_version("1") and is_valid_version("9" * 18) and not is_valid_version("1 ")
     assert is_valid_key_id("owner") and is_valid_key_id("kbs:" + "k" * 127)
     assert not is_valid_key_id("kbs:" + "k" * 128) and not is_valid_key_id("Owner")
+
+
+# -- envelope keys: the model key wrapped in the header -------------------------------------------------------------
+
+
+def _int(value: int) -> str:
+    return _b64url.encode(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+
+def _jwks(kind: str) -> tuple[dict[str, str], dict[str, str]]:
+    """A key broker-like envelope key pair as (public JWK, private JWK)."""
+    if kind == "RSA":
+        private = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+        numbers = private.private_numbers()
+        public = {"kty": "RSA", "n": _int(numbers.public_numbers.n), "e": _int(numbers.public_numbers.e)}
+        return public, {
+            **public, "d": _int(numbers.d), "p": _int(numbers.p), "q": _int(numbers.q), "dp": _int(numbers.dmp1),
+            "dq": _int(numbers.dmq1), "qi": _int(numbers.iqmp),
+        }  # fmt: skip
+    ec_private = ec.generate_private_key(ec.SECP256R1())
+    point = ec_private.public_key().public_numbers()
+    public = {"kty": "EC", "crv": "P-256", "x": _b64url.encode(point.x.to_bytes(32, "big")),
+              "y": _b64url.encode(point.y.to_bytes(32, "big"))}  # fmt: skip
+    return public, {
+        **public,
+        "d": _b64url.encode(ec_private.private_numbers().private_value.to_bytes(32, "big")),
+    }
+
+
+@pytest.fixture(scope="module", params=["RSA", "EC"])
+def envelope(request: pytest.FixtureRequest) -> tuple[dict[str, str], dict[str, str]]:
+    return _jwks(request.param)
+
+
+def _swap_header(blob: bytes, header: bytes) -> bytes:
+    """The same nonce, ciphertext and tag behind another header."""
+    (length,) = struct.unpack_from(">I", blob, 8)
+    return MAGIC + struct.pack(">I", len(header)) + header + blob[12 + length :]
+
+
+def test_an_envelope_container_carries_its_wrapped_key_and_opens_with_the_unwrapped_one(
+    envelope: tuple[dict[str, str], dict[str, str]],
+) -> None:
+    public, private = envelope
+    model = mlp()
+    wrapped = wrap_released_key(KEY, public)
+    blob = encrypt_model(model, KEY, name="mlp", version=2, key_id="kbs:envelope-1", wrapped_key=wrapped)
+    header = read_header(blob)
+    assert header.wrapped_key == wrapped and header.kbs_key == header.envelope_key == "envelope-1"
+    (length,) = struct.unpack_from(">I", blob, 8)
+    assert length <= MAX_HEADER_SIZE
+    assert blob[12 : 12 + length] == (
+        b'{"key_id":"kbs:envelope-1","name":"mlp","size":%d,"version":"2","wrapped_key":"%s"}'
+        % (len(model), wrapped.encode())
+    )
+    # Whoever holds the envelope key's private half gets the model key, and with it the model.
+    assert decrypt_model(blob, unwrap_released_key(header.wrapped_key, private)) == (header, model)
+    # An old-style KBS container (no wrapped key) has no envelope key.
+    assert read_header(encrypt_model(model, KEY, name="m", version=1, key_id="kbs:k")).envelope_key is None
+
+
+def test_a_replaced_or_changed_wrapped_key_does_not_open(
+    envelope: tuple[dict[str, str], dict[str, str]],
+) -> None:
+    public, private = envelope
+    blob = encrypt_model(
+        b"model", KEY, name="m", version=1, key_id="kbs:e", wrapped_key=wrap_released_key(KEY, public)
+    )
+    header = read_header(blob)
+    # Another wrapping of the very same model key (wrapping is randomized): the header is associated data, so the
+    # container does not decrypt even though the key it would unwrap to is right.
+    rewrapped = ModelHeader(
+        header.name, header.version, header.key_id, header.size, wrap_released_key(KEY, public)
+    )
+    swapped = _swap_header(blob, rewrapped.to_bytes())
+    assert unwrap_released_key(read_header(swapped).wrapped_key or "", private) == KEY
+    with pytest.raises(VerificationError, match="wrong key or tampered"):
+        decrypt_model(swapped, KEY)
+    # Dropping the wrapped key (an old-style header for the same container) fails too.
+    plain = ModelHeader(header.name, header.version, header.key_id, header.size)
+    with pytest.raises(VerificationError):
+        decrypt_model(_swap_header(blob, plain.to_bytes()), KEY)
+    # A changed character of the wrapped key: it no longer unwraps, and the container does not decrypt either.
+    text = header.wrapped_key or ""
+    at = len(text) // 2
+    changed = text[:at] + ("A" if text[at] != "A" else "B") + text[at + 1 :]
+    tampered = _swap_header(blob, ModelHeader(header.name, header.version, header.key_id, header.size,
+                                               changed).to_bytes())  # fmt: skip
+    with pytest.raises((VerificationError, BadDataError)):
+        unwrap_released_key(changed, private)
+    with pytest.raises(VerificationError):
+        decrypt_model(tampered, KEY)
+
+
+def test_the_header_limit_holds_the_largest_wrapped_key_with_the_longest_fields() -> None:
+    longest = ModelHeader(
+        name="n" * 64, version="9" * 18, key_id="kbs:" + "k" * 127, size=(1 << 31) - 17,
+        wrapped_key="hpke." + "A" * (MAX_WRAPPED_KEY_SIZE - 5),
+    )  # fmt: skip
+    assert len(longest.to_bytes()) <= MAX_HEADER_SIZE
+    # The same fields for a one-byte model: a container with that header parses and opens.
+    raw = ModelHeader(longest.name, longest.version, longest.key_id, 1, longest.wrapped_key).to_bytes()
+    assert decrypt_model(_container(raw), KEY)[0].wrapped_key == longest.wrapped_key
+    with pytest.raises(UsageError, match="wrapped model key"):
+        ModelHeader("m", "1", "kbs:k", 1, "hpke." + "A" * MAX_WRAPPED_KEY_SIZE)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{"key_id":"owner","name":"m","size":1,"version":"1","wrapped_key":"hpke.AAAA"}',  # not a kbs key id
+        b'{"key_id":"kbs:k","name":"m","size":1,"version":"1","wrapped_key":null}',
+        b'{"key_id":"kbs:k","name":"m","size":1,"version":"1","wrapped_key":""}',
+        b'{"key_id":"kbs:k","name":"m","size":1,"version":"1","wrapped_key":1}',
+        b'{"key_id":"kbs:k","name":"m","size":1,"version":"1","wrapped_key":"hpke."}',
+        b'{"key_id":"kbs:k","name":"m","size":1,"version":"1","wrapped_key":"a.b.c.d"}',  # four JWE parts
+        b'{"key_id":"kbs:k","name":"m","size":1,"version":"1","wrapped_key":"a.b.c.d.e.f"}',
+        b'{"key_id":"kbs:k","name":"m","size":1,"version":"1","wrapped_key":"hpke.A+B/"}',
+        b'{"key_id":"kbs:k","name":"m","size":1,"version":"1","wrapped_key":"hpke.\\u0041"}',
+        b'{"key_id":"kbs:k","name":"m","size":1,"version":"1","wrapped_key":"hpke.AA","x":1}',
+        b'{"key_id":"kbs:k","name":"m","size":1,"version":"1","wrapped_key":"hpke.%s"}' % (b"A" * 3100),
+    ],
+)
+def test_malformed_wrapped_keys_are_refused(header: bytes) -> None:
+    with pytest.raises(BadDataError) as caught:
+        read_header(_container(header))
+    assert type(caught.value) is BadDataError
+
+
+def test_hand_written_envelope_headers_open_and_the_predicate_matches() -> None:
+    for wrapped in ("hpke.AAAA", "eyJh.AA..AA.AA", "a.b.c.d.e"):
+        raw = b'{"key_id":"kbs:k","name":"m","size":1,"version":"1","wrapped_key":"%s"}' % wrapped.encode()
+        assert decrypt_model(_container(raw), KEY)[0].wrapped_key == wrapped
+        assert is_valid_wrapped_key(wrapped)
+    for bad in ("", "hpke.", "hpke.A=", "x.y", None, 5, "hpke." + "A" * MAX_WRAPPED_KEY_SIZE):
+        assert not is_valid_wrapped_key(bad)
+    with pytest.raises(UsageError, match="kbs:"):
+        encrypt_model(b"m", KEY, name="m", version="1", wrapped_key="hpke.AAAA")
+
+
+class _Repository:
+    """Just enough of a repository for the vault: it decrypts, and remembers what it holds."""
+
+    def __init__(self) -> None:
+        self.held: dict[tuple[str, str], bytes] = {}
+
+    def add(self, blob: bytes, key: bytes) -> str:
+        header, model = decrypt_model(blob, key)
+        self.held[(header.name, header.version)] = model
+        return f"{header.name}/{header.version}"
+
+    def remove(self, name: str, version: str) -> bytes | None:
+        return self.held.pop((name, version), None)
+
+    def find(self, name: str, version: str | None = None) -> tuple[str, None] | None:
+        return (f"{name}/{version}", None) if (name, version or "") in self.held else None
+
+
+def test_the_vault_unwraps_envelope_models_and_seals_only_keys_that_opened_them() -> None:
+    public, private = _jwks("EC")
+    states: list[bytes] = []
+    vault = ModelVault(_Repository(), on_change=states.append)
+    good = encrypt_model(b"good", KEY, name="a", version=1, key_id="kbs:env",
+                         wrapped_key=wrap_released_key(KEY, public))  # fmt: skip
+    # Wrapped to the right envelope key, but not the key that encrypts the model.
+    lying = encrypt_model(b"bad", KEY, name="b", version=1, key_id="kbs:env",
+                          wrapped_key=wrap_released_key(OTHER_KEY, public))  # fmt: skip
+    # Wrapped to another envelope key: the released one does not unwrap it.
+    foreign = encrypt_model(b"far", KEY, name="c", version=1, key_id="kbs:env",
+                            wrapped_key=wrap_released_key(KEY, _jwks("EC")[0]))  # fmt: skip
+    old = encrypt_model(b"old", OTHER_KEY, name="d", version=1, key_id="kbs:plain")
+    for blob in (good, lying, foreign, old):
+        assert not vault.offer(blob, max_model_bytes=1 << 20).loaded
+    assert vault.missing_envelope_keys() == ["env"] and vault.missing_kbs_keys() == ["plain"]
+    # A broker key given as a model key never opens an envelope container.
+    assert vault.set_kbs_key("env", KEY) == []
+    outcomes = {
+        o.header.name: o for o in vault.set_envelope_key("env", lambda w: unwrap_released_key(w, private))
+    }
+    assert outcomes["a"].loaded and not outcomes["b"].loaded and not outcomes["c"].loaded
+    assert "does not open" in outcomes["b"].reason and "does not unwrap" in outcomes["c"].reason
+    state = json.loads(states[-1])
+    assert state["model_keys"] == {"a/1": KEY.hex()}
+    # A restart: the sealed model key loads the stored container without the key broker.
+    again = ModelVault(_Repository(), on_change=lambda document: None)
+    again.restore(states[-1])
+    assert again.offer(good, max_model_bytes=1 << 20).loaded
+    assert not again.offer(lying, max_model_bytes=1 << 20).loaded
+    assert again.missing_envelope_keys() == ["env"]
 
 
 # -- the runner ----------------------------------------------------------------------------------------------------

@@ -51,13 +51,15 @@ from enklave.channels.ohttp_attested import (
     key_config_report_data,
 )
 from enklave.errors import BadDataError, EcallError, PolicyError, UsageError, VerificationError
+from enklave.inference._client_upload import envelope_public_jwk, prepare_model
 from enklave.inference._enclave_handle import InferenceEnclave, sign_inference_enclave
 from enklave.inference._gateway_keys import derive_servers, key_ids
 from enklave.inference._model_store import ModelStore
 from enklave.inference._vault import ModelVault
 from enklave.inference.app import Serving, build_app, serving
+from enklave.inference.client import Client
 from enklave.inference.credentials import HOST_CREDENTIAL_LABEL, host_credential, owner_credentials
-from enklave.inference.model_format import encrypt_model
+from enklave.inference.model_format import ModelHeader, encrypt_model, read_header
 from enklave.inference.protocol import (
     InferInput,
     InferRequest,
@@ -529,7 +531,7 @@ def test_bad_host_requests_get_json_4xx_and_the_service_keeps_serving(service: S
             (http.put("/v1/models/..bad/versions/1", content=container, headers=owner_headers()), 400),
             (
                 http.put(
-                    "/v1/models/big/versions/1", content=bytes((8 << 20) + 4096), headers=owner_headers()
+                    "/v1/models/big/versions/1", content=bytes((8 << 20) + 8192), headers=owner_headers()
                 ),
                 413,
             ),
@@ -659,6 +661,112 @@ def test_model_keys_come_from_the_key_broker_only_to_the_right_enclave(
     assert any(r.get("key") == "elsewhere-key" and r.get("mrenclave") == mrenclave.hex() for r in refusals), (
         refusals
     )
+
+
+def _swap_header(blob: bytes, header: ModelHeader) -> bytes:
+    """The same nonce, ciphertext and tag behind another header."""
+    length = int.from_bytes(blob[8:12], "big")
+    raw = header.to_bytes()
+    return blob[:8] + len(raw).to_bytes(4, "big") + raw + blob[12 + length :]
+
+
+def test_envelope_keys_let_an_owner_with_only_the_public_key_upload(
+    service: Serving, inner: Inner, home: Path, maa_url: str, kbs_url: str
+) -> None:
+    mrenclave = bytes(service.service.info.mr_enclave)
+    with KbsClient(kbs_url, admin_token=KBS_ADMIN) as kbs:
+        kbs.create_key("envelope-rsa", "RSA", _release_policy(maa_url, mrenclave), key_size=3072)
+        kbs.create_key("envelope-ec", "EC", _release_policy(maa_url, mrenclave), crv="P-256")
+        kbs.create_key("envelope-elsewhere", "EC", _release_policy(maa_url, b"\x66" * 32), crv="P-256")
+        views = {name: kbs.get_key(name) for name in ("envelope-rsa", "envelope-ec", "envelope-elsewhere")}
+        audit = kbs.audit_log()
+    # What the owner holds: public keys only.
+    assert all(not {"d", "p", "q"} & set(view["key"]) for view in views.values())
+    x = np.ones((2, 4), np.float32)
+
+    def expected(model: bytes) -> Any:
+        return ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    # RSA-3072, through the client with the key view: the enclave gets the private key from the broker and loads.
+    model = mlp(21)
+    with Client(
+        service.url, policy=policy_for(service), roots=[simulated_root()], owner_token=OWNER
+    ) as client:
+        result = client.upload_model(
+            model, name="enveloped", version=1, kbs_key="envelope-rsa", kbs_public_jwk=views["envelope-rsa"]
+        )
+    assert result.key_id == "kbs:envelope-rsa" and result.key is not None
+    assert result.answer["status"] == "loaded", result.answer
+    assert result.answer["sha256"] == hashlib.sha256(model).hexdigest()
+    np.testing.assert_allclose(inner.infer("enveloped", {"x": x})["y"], expected(model), rtol=1e-5)
+    # P-256 (HPKE), with the bare public JWK and a plain upload.
+    model = mlp(22)
+    prepared = prepare_model(model, name="enveloped-ec", version=1, kbs_key="envelope-ec",
+                             kbs_public_jwk=views["envelope-ec"]["key"])  # fmt: skip
+    header = read_header(prepared.blob)
+    assert header.wrapped_key is not None and header.wrapped_key.startswith("hpke.")
+    loaded = upload(service.url, prepared.blob, "enveloped-ec")
+    assert loaded.status_code == 201, loaded.text
+    np.testing.assert_allclose(inner.infer("enveloped-ec", {"x": x})["y"], expected(model), rtol=1e-5)
+    # The same model key wrapped again into the header: the broker releases, the key unwraps, but the header is
+    # associated data, so the container does not open and the model waits.
+    fresh = prepare_model(mlp(23), name="tampered", version=1, kbs_key="envelope-ec",
+                          kbs_public_jwk=views["envelope-ec"])  # fmt: skip
+    assert fresh.key is not None
+    original = read_header(fresh.blob)
+    rewrapped = ModelHeader(original.name, original.version, original.key_id, original.size,
+                            wrap_released_key(fresh.key, envelope_public_jwk(views["envelope-ec"])))  # fmt: skip
+    tampered = upload(service.url, _swap_header(fresh.blob, rewrapped), "tampered")
+    assert tampered.status_code == 202, tampered.text
+    assert "does not open" in tampered.json()["reason"]
+    assert inner.call("GET", "/v2/models/tampered").status == 404
+    # An envelope key whose release policy names another enclave: never released here, the model waits.
+    stranded = prepare_model(mlp(24), name="enveloped-far", version=1, kbs_key="envelope-elsewhere",
+                             kbs_public_jwk=views["envelope-elsewhere"])  # fmt: skip
+    waiting = upload(service.url, stranded.blob, "enveloped-far")
+    assert waiting.status_code == 202, waiting.text
+    assert inner.call("GET", "/v2/models/enveloped-far").status == 404
+    listing = {entry["name"]: entry for entry in service.service.enclave.models()["waiting"]}
+    assert listing["enveloped-far"]["key_id"] == "kbs:envelope-elsewhere"
+    assert "envelope-elsewhere" in service.service.enclave.models()["missing_envelope_keys"]
+    with KbsClient(kbs_url, admin_token=KBS_ADMIN) as kbs:
+        records = kbs.audit_log(after=audit[-1]["seq"])
+    assert any(r.get("key") == "envelope-elsewhere" and r.get("outcome") == "refused" for r in records), (
+        records
+    )
+    assert {r.get("key") for r in records if r.get("outcome") != "refused"} >= {"envelope-rsa", "envelope-ec"}
+    for name in ("enveloped", "enveloped-ec", "tampered", "enveloped-far"):
+        assert (
+            httpx.delete(f"{service.url}/v1/models/{name}/versions/1", headers=owner_headers()).status_code
+            == 200
+        )
+
+
+def test_an_envelope_model_key_is_sealed_and_survives_a_restart_without_the_broker(
+    home: Path, maa_url: str, kbs_url: str, kbs_identity: dict[str, Any]
+) -> None:
+    config = service_config(
+        home, "envelope-restart", attestation_url=maa_url, kbs_url=kbs_url, **kbs_identity
+    )
+    model = mlp(25)
+    with serving(config) as first:
+        mrenclave = bytes(first.service.info.mr_enclave)
+        with KbsClient(kbs_url, admin_token=KBS_ADMIN) as kbs:
+            kbs.create_key("envelope-kept", "EC", _release_policy(maa_url, mrenclave), crv="P-256")
+            public = kbs.get_key("envelope-kept")
+        prepared = prepare_model(
+            model, name="sealed", version=1, kbs_key="envelope-kept", kbs_public_jwk=public
+        )
+        assert upload(first.url, prepared.blob, "sealed").status_code == 201
+        with KbsClient(kbs_url, admin_token=KBS_ADMIN) as kbs:
+            last = kbs.audit_log()[-1]["seq"]
+    with serving(config) as second:
+        models = second.service.enclave.models()
+        assert [(m["name"], m["version"]) for m in models["loaded"]] == [("sealed", "1")]
+        assert models["missing_envelope_keys"] == []
+    with KbsClient(kbs_url, admin_token=KBS_ADMIN) as kbs:
+        # No release was needed: the unwrapped model key came back from the sealed state.
+        assert [r for r in kbs.audit_log(after=last) if r.get("key") == "envelope-kept"] == []
 
 
 def _seed_config(

@@ -1,11 +1,14 @@
 """``enklave model``: encrypt ONNX models for a confidential inference service, and manage its models.
 
 ``encrypt`` needs no service: it writes the encrypted container (AES-256-GCM, the layout of
-:mod:`enklave.inference.model_format`) and keeps the key in a file only its owner can read. ``upload`` sends a
-container to the service and, for an owner-keyed one, the key to the attested enclave inside the encryption;
-``list`` and ``delete`` manage what the service stores. Each of them needs the owner token; the host gets only
-the credential derived from it, the enclave the token itself inside the encryption. ``credentials`` prints what
-the service's operator configures instead of the token: the host credential and the token's SHA-256.
+:mod:`enklave.inference.model_format`) and keeps the key in a file only its owner can read; with ``--kbs-key`` and
+the key broker key's public JWK (``--kbs-public-key FILE`` or fetched with ``--kbs-url``) it also wraps the model
+key to that envelope key into the container's header, for the enclave to unwrap after the broker's release.
+``upload`` sends a container to the service and, for an owner-keyed one, the key to the attested enclave inside
+the encryption; ``list`` and ``delete`` manage what the service stores. Each of them needs the owner token; the
+host gets only the credential derived from it, the enclave the token itself inside the encryption.
+``credentials`` prints what the service's operator configures instead of the token: the host credential and the
+token's SHA-256.
 """
 
 from __future__ import annotations
@@ -21,19 +24,22 @@ from typing import Any
 import click
 
 from enklave._home import write_atomic
+from enklave._json import strict_loads
 from enklave.attestation.policy import AllOf
 from enklave.cli._io import read_file
 from enklave.cli.infer import TrustOptions, make_client, read_secret, trust_options
-from enklave.errors import UsageError
+from enklave.errors import BadDataError, UsageError
 from enklave.inference._client_upload import MAX_MODEL_SIZE, new_model_key, prepare_model, read_source
 from enklave.inference.client import Client
 from enklave.inference.credentials import owner_credentials
 from enklave.inference.model_format import KEY_SIZE, read_header
+from enklave.services.kbs.client import KbsClient
 
 __all__ = ["model", "read_key_file"]
 
 _PROGRESS_THRESHOLD = 4 << 20
 _MAX_KEY_FILE = 256
+_MAX_JWK_FILE = 64 << 10
 
 
 def read_key_file(path: Path) -> bytes:
@@ -131,7 +137,20 @@ def credentials(owner_token: str | None, owner_token_file: Path | None, output_f
 )  # fmt: skip
 @click.option(
     "--kbs-key", default=None, metavar="NAME",
-    help="The enclave gets the key from the key broker's key NAME (the key file must hold that key's value).",
+    help="The enclave gets the key through the key broker's key NAME: an envelope key with --kbs-public-key or "
+    "--kbs-url, else the key file must hold that key's value.",
+)  # fmt: skip
+@click.option(
+    "--kbs-public-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+    help="The public JWK (or the key broker's key view) of the RSA or EC key NAME: the model key is wrapped to it.",
+)  # fmt: skip
+@click.option(
+    "--kbs-url", default=None, metavar="URL",
+    help="Fetch the public JWK of key NAME from this key broker (use HTTPS, or --kbs-public-key from a trusted copy).",
+)  # fmt: skip
+@click.option(
+    "--kbs-admin-token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+    help="The key broker's admin token, which reading a key's view needs (with --kbs-url).",
 )  # fmt: skip
 @click.option(
     "-o",
@@ -141,14 +160,28 @@ def credentials(owner_token: str | None, owner_token_file: Path | None, output_f
     help="Where to write the container.",
 )
 def encrypt(
-    source: Path, name: str, model_version: str, key_file: Path, kbs_key: str | None, output: Path
+    source: Path,
+    name: str,
+    model_version: str,
+    key_file: Path,
+    kbs_key: str | None,
+    kbs_public_key: Path | None,
+    kbs_url: str | None,
+    kbs_admin_token_file: Path | None,
+    output: Path,
 ) -> None:
     """Encrypt the ONNX model SOURCE with AES-256-GCM into an enklave model container."""
+    public_jwk = _envelope_jwk(kbs_key, kbs_public_key, kbs_url, kbs_admin_token_file)
     create = not key_file.exists()
-    if create and kbs_key is not None:
-        raise UsageError("--kbs-key needs an existing --key-file with the key broker's key value")
+    if create and kbs_key is not None and public_jwk is None:
+        raise UsageError(
+            "--kbs-key needs --kbs-public-key or --kbs-url (an envelope key), or an existing --key-file with "
+            "the key broker's key value"
+        )
     key = new_model_key() if create else read_key_file(key_file)
-    upload = prepare_model(source, name=name, version=model_version, key=key, kbs_key=kbs_key)
+    upload = prepare_model(
+        source, name=name, version=model_version, key=key, kbs_key=kbs_key, kbs_public_jwk=public_jwk
+    )
     if create:
         _write_key_file(key_file, key)
     write_atomic(output, upload.blob)
@@ -157,6 +190,32 @@ def encrypt(
         f" model SHA-256 {upload.sha256}" + (f"; new key in {key_file}" if create else ""),
         err=True,
     )
+
+
+def _envelope_jwk(
+    kbs_key: str | None, public_key: Path | None, kbs_url: str | None, admin_token_file: Path | None
+) -> dict[str, Any] | None:
+    """The envelope key's public JWK (or key view) from a file or the key broker; None without either."""
+    if public_key is not None and kbs_url is not None:
+        raise UsageError("give --kbs-public-key or --kbs-url, not both")
+    if (public_key is not None or kbs_url is not None) and kbs_key is None:
+        raise UsageError("--kbs-public-key and --kbs-url need --kbs-key, the key broker's name for the key")
+    if admin_token_file is not None and kbs_url is None:
+        raise UsageError("--kbs-admin-token-file goes with --kbs-url")
+    if public_key is not None:
+        raw = read_file(str(public_key), what="the public JWK file", limit=_MAX_JWK_FILE)
+        try:
+            document = strict_loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BadDataError(f"the public JWK file {public_key} is not JSON") from exc
+        if not isinstance(document, dict):
+            raise BadDataError(f"the public JWK file {public_key} does not hold a JSON object")
+        return document
+    if kbs_url is None or kbs_key is None:
+        return None
+    token = read_secret(None, admin_token_file, "key broker admin token")
+    with KbsClient(kbs_url, admin_token=token) as kbs:
+        return kbs.get_key(kbs_key)
 
 
 @model.command("upload")

@@ -175,11 +175,18 @@ class AsyncClient(Base):
         version: str | int,
         key: bytes | None = None,
         kbs_key: str | None = None,
+        kbs_public_jwk: Mapping[str, Any] | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
         """See :meth:`Client.upload_model`."""
         upload = await asyncio.to_thread(
-            prepare_model, model, name=name, version=version, key=key, kbs_key=kbs_key
+            prepare_model,
+            model,
+            name=name,
+            version=version,
+            key=key,
+            kbs_key=kbs_key,
+            kbs_public_jwk=kbs_public_jwk,
         )
         return await self._upload(upload, progress)
 

@@ -138,7 +138,8 @@ class InferenceEnclave:
         return self._enclave is not None and self._enclave.alive
 
     def models(self) -> dict[str, Any]:
-        """The ``models`` ecall's answer: ``{"loaded", "waiting", "missing_kbs_keys", "seed"}``."""
+        """The ``models`` ecall's answer: ``{"loaded", "waiting", "missing_kbs_keys", "missing_envelope_keys",
+        "seed"}``."""
         answer: dict[str, Any] = json.loads(self.running.ecall.models())
         return answer
 
@@ -161,12 +162,13 @@ class InferenceEnclave:
         kbs: KbsClient,
         collateral: CollateralSource,
     ) -> dict[str, Any]:
-        """The key release flow of the module docstring for key broker key ``name`` (``kind`` ``hpke-seed`` or
-        ``model-key``), with the key broker's quote checked on ``collateral``'s collateral; the
-        ``accept_released`` answer. Raises the clients' errors when the attestation service or the key broker
-        refuses, :class:`~enklave.errors.InvalidQuote` for a key broker quote that does not parse, the source's
-        errors when it has no collateral, and :class:`~enklave.errors.EcallError` when the enclave refuses the
-        release (its ``type_name`` says which check failed)."""
+        """The key release flow of the module docstring for key broker key ``name`` (``kind`` ``hpke-seed``,
+        ``model-key`` or ``envelope-key``: an RSA or EC key whose private half unwraps the model keys in waiting
+        containers' headers, inside the enclave), with the key broker's quote checked on ``collateral``'s
+        collateral; the ``accept_released`` answer. Raises the clients' errors when the attestation service or the
+        key broker refuses, :class:`~enklave.errors.InvalidQuote` for a key broker quote that does not parse, the
+        source's errors when it has no collateral, and :class:`~enklave.errors.EcallError` when the enclave refuses
+        the release (its ``type_name`` says which check failed)."""
         enclave = self.running
         # 1. A key pair in the enclave and a quote binding its public half.
         request = enclave.ecall.release_request(kind, name)

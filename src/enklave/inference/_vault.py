@@ -5,6 +5,9 @@
 * the 32-byte HPKE seed from which the gateway's key pairs are derived (created in the enclave, or released by the
   key broker so that replicas share one key configuration),
 * the owner's model keys by ``(name, version)`` and the key broker's keys by key name,
+* the model keys of envelope containers (a ``wrapped_key`` in the header), by ``(name, version)`` like the owner's,
+  once the key broker's envelope key unwrapped them and they opened their model (the envelope key itself is
+  used for that and dropped, never kept),
 * encrypted models whose key has not arrived yet ("pending"), bounded in count and bytes,
 
 and hands models to a :class:`~enklave.inference.repository.ModelRepository` as soon as their key is known. Every
@@ -15,6 +18,9 @@ State document (JSON, sealed by the enclave, never seen in clear outside it)::
 
     {"version": 1, "generation": n, "seed": hex | null,
      "model_keys": {"<name>/<version>": hex}, "kbs_keys": {"<kbs key name>": hex}}
+
+(``model_keys`` holds the owner's keys and the unwrapped envelope model keys; a state sealed before envelope keys
+existed reads unchanged.)
 
 Errors: :class:`~enklave.errors.BoundaryError` for a malformed key, a state document that does not parse, or a
 model over the pending limits; :class:`~enklave.errors.VerificationError` when a key does not open the model
@@ -159,7 +165,7 @@ class ModelVault:
 
     def _key_for(self, header: ModelHeader) -> bytes | None:
         kbs = header.kbs_key
-        if kbs is not None:
+        if kbs is not None and header.wrapped_key is None:
             return self._kbs_keys.get(kbs)
         return self._model_keys.get((header.name, header.version))
 
@@ -239,7 +245,8 @@ class ModelVault:
             self._kbs_keys[kbs_name] = key
             self._changed()
             for header, blob, _ in list(self._pending.values()):
-                if header.kbs_key != kbs_name:
+                # An envelope container names the broker key too, but its model key is the unwrapped one.
+                if header.kbs_key != kbs_name or header.wrapped_key is not None:
                     continue
                 try:
                     outcomes.append(self._try(header, blob, key))
@@ -247,6 +254,47 @@ class ModelVault:
                     outcomes.append(self._park(header, blob, "the released key does not open it"))
                 except BadDataError as exc:
                     outcomes.append(self._park(header, blob, f"refused: {exc}"))
+        return outcomes
+
+    def set_envelope_key(self, kbs_name: str, unwrap: Callable[[str], bytes]) -> list[LoadOutcome]:
+        """Unwrap the model keys of the models waiting for envelope key ``kbs_name`` and load them; their outcomes.
+
+        ``unwrap`` opens a header's ``wrapped_key`` with the released private key (the enclave builds it; the
+        vault never holds that key) and raises :class:`BadDataError`, :class:`UsageError` or
+        :class:`VerificationError` when it cannot. A model key is kept (and sealed) only once it opened its model;
+        a model whose wrapped key does not unwrap, whose key does not open it or that the repository refuses
+        stays waiting with the reason.
+        """
+        outcomes = []
+        with self._lock:
+            kept = False
+            for header, blob, _ in list(self._pending.values()):
+                if header.envelope_key != kbs_name or header.wrapped_key is None:
+                    continue
+                try:
+                    key = unwrap(header.wrapped_key)
+                except (BadDataError, UsageError, VerificationError):
+                    outcomes.append(
+                        self._park(header, blob, "the released key does not unwrap its model key")
+                    )
+                    continue
+                if not isinstance(key, bytes) or len(key) != KEY_SIZE:
+                    outcomes.append(self._park(header, blob, f"its wrapped key is not a {KEY_SIZE}-byte key"))
+                    continue
+                try:
+                    outcome = self._try(header, blob, key)
+                except VerificationError:
+                    outcomes.append(self._park(header, blob, "its unwrapped key does not open it"))
+                    continue
+                except BadDataError as exc:
+                    outcomes.append(self._park(header, blob, f"refused: {exc}"))
+                    continue
+                # Proven by opening the model: kept so that a restart loads it without the key broker.
+                self._model_keys[(header.name, header.version)] = key
+                kept = True
+                outcomes.append(outcome)
+            if kept:
+                self._changed()
         return outcomes
 
     def remove(self, name: str, version: str) -> bool:
@@ -265,7 +313,18 @@ class ModelVault:
             return [(header, len(blob), reason) for header, blob, reason in entries]
 
     def missing_kbs_keys(self) -> list[str]:
-        """The key broker keys that waiting models need (sorted, without repeats)."""
+        """The key broker keys that waiting models need as their model key (sorted, without repeats)."""
         with self._lock:
-            names = {h.kbs_key for h, _, _ in self._pending.values() if h.kbs_key is not None}
+            names = {
+                h.kbs_key
+                for h, _, _ in self._pending.values()
+                if h.kbs_key is not None and h.wrapped_key is None
+            }
             return sorted(name for name in names if name not in self._kbs_keys)
+
+    def missing_envelope_keys(self) -> list[str]:
+        """The key broker envelope keys that waiting models need to unwrap their model key (sorted, no repeats)."""
+        with self._lock:
+            return sorted(
+                {h.envelope_key for h, _, _ in self._pending.values() if h.envelope_key is not None}
+            )

@@ -216,18 +216,26 @@ class Client(Base):
         version: str | int,
         key: bytes | None = None,
         kbs_key: str | None = None,
+        kbs_public_jwk: Mapping[str, Any] | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
         """Encrypt the ONNX ``model`` (bytes or a path) here and upload it as ``name``/``version``.
 
         With an owner key (``key``, or a fresh random one when None) the client attests the enclave before
         anything is sent, uploads the container, then hands the key to the enclave through the encapsulation.
-        With ``kbs_key`` the container names that key-broker key (``key`` must be its value) and the enclave
-        gets it from the broker. ``progress(sent, total)`` follows the upload. Returns the key and the model's
+        With ``kbs_key`` the container names that key-broker key and the enclave gets its key from the broker
+        after attestation: with ``kbs_public_jwk`` (the public JWK of that RSA or EC P-256 key, or the view
+        :meth:`KbsClient.get_key <enklave.services.kbs.client.KbsClient.get_key>` answers) the model key (``key``
+        or a fresh one) travels only wrapped to it in the container's header (an envelope key: the broker
+        releases its private half to the enclave, which unwraps the model key); without it ``key`` must be the
+        broker key's own value. ``progress(sent, total)`` follows the upload. Returns the key and the model's
         SHA-256, which the enclave's metadata must report (else :class:`VerificationError`).
         """
         return self._upload(
-            prepare_model(model, name=name, version=version, key=key, kbs_key=kbs_key), progress
+            prepare_model(
+                model, name=name, version=version, key=key, kbs_key=kbs_key, kbs_public_jwk=kbs_public_jwk
+            ),
+            progress,
         )
 
     def upload_encrypted(

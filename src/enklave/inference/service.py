@@ -15,8 +15,9 @@ models kept in storage, and answers the operations that :mod:`.app` serves over 
   derived from the owner token (:mod:`enklave.inference.credentials`; compared in constant time). The token
   itself reaches only the enclave, inside the encryption; the host holds its SHA-256 to hand to the enclave.
   An uploaded container is ciphertext; its key reaches the enclave from the owner inside the encryption,
-  or from the key broker after attestation (``key_id`` ``kbs:<name>``), which the service asks at upload and at
-  start for the keys that waiting models need.
+  or from the key broker after attestation (``key_id`` ``kbs:<name>``: the broker's key is the model key, or,
+  with a ``wrapped_key`` in the header, an envelope key whose private half unwraps the model key in the enclave),
+  which the service asks at upload and at start for the keys that waiting models need.
 
 The host never holds a tensor, a model or a key in clear: they exist only in the enclave process. Bad input is
 answered with 4xx :class:`~enklave.services._response.ServiceResponse` values, never raised.
@@ -159,12 +160,17 @@ class InferenceService:
             return self.enclave.release(kind, name, attestation, kbs, self._collateral)
 
     def _release_missing(self, only: str | None = None) -> None:
-        """Ask the key broker for the keys waiting models need (or only key ``only``); refusals are logged."""
-        for name in self.enclave.models()["missing_kbs_keys"]:
+        """Ask the key broker for the keys waiting models need (or only key ``only``): model keys, and envelope keys
+        that unwrap the model keys in the containers' headers; refusals are logged."""
+        listing = self.enclave.models()
+        wanted = [("model-key", name) for name in listing["missing_kbs_keys"]]
+        # An enclave older than envelope keys does not list them.
+        wanted += [("envelope-key", name) for name in listing.get("missing_envelope_keys", [])]
+        for kind, name in wanted:
             if only is not None and name != only:
                 continue
             try:
-                answer = self._release("model-key", name)
+                answer = self._release(kind, name)
             except (EnklaveError, ValueError) as exc:
                 log.warning("key broker key %s was not released: %s: %s", name, type(exc).__name__, exc)
                 continue

@@ -18,14 +18,18 @@ Ecalls:
   "refused", "code", "message"}`` (codes ``NameMismatch``, ``InvalidModel``, ``LimitExceeded``, ``ModelRefused``,
   ``IncompleteUpload``).
 * ``remove_model(name, version)``, ``models()``: unload a model; the loaded and the waiting models (JSON: name,
-  version, SHA-256 and size; the host does not learn a model's inputs and outputs).
+  version, SHA-256 and size; the host does not learn a model's inputs and outputs), and the key broker keys the
+  waiting models need: ``missing_kbs_keys`` (model keys) and ``missing_envelope_keys`` (envelope keys).
 * ``release_request(kind, name)``: for the key broker, a fresh P-256 key pair kept in here and a quote whose report
   data is SHA-256 of the runtime data ``{"keys": [public JWK]}`` (what the attestation service puts in the
-  token's ``x-ms-runtime``, where the key broker takes the key to wrap to); ``kind`` is ``hpke-seed`` or
-  ``model-key``.
+  token's ``x-ms-runtime``, where the key broker takes the key to wrap to); ``kind`` is ``hpke-seed``,
+  ``model-key`` or ``envelope-key``.
 * ``accept_released(kind, name, wrapped, quote, collateral_json)``: check the key broker's evidence for the release
   (below), then unwrap what it released with that key pair and keep it (the HPKE seed, or a model key, which loads
-  the models waiting for it); answers JSON.
+  the models waiting for it); answers JSON. For ``envelope-key`` the release is the broker key's private key
+  (PKCS#8 DER of an RSA or EC P-256 key, as the key broker keeps it): it unwraps the ``wrapped_key`` of each
+  container waiting for it, the model keys that open their model are kept (sealed), and the private key is
+  dropped at the end of the ecall.
 * ``stats()``: counts only (answers by class, inferences, batch sizes), JSON.
 
 Every change of the sealed state (a new seed, a model key) is also handed to the host at once with the ocall
@@ -57,7 +61,9 @@ import threading
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from enklave import _b64url, enclave
 from enklave._json import strict_loads
@@ -69,7 +75,7 @@ from enklave.channels.ohttp_attested import MAX_NONCE_SIZE, OhttpGateway
 from enklave.errors import BadDataError, BindingError, BoundaryError, UsageError, VerificationError
 from enklave.inference._gateway_keys import derive_servers
 from enklave.inference._vault import ModelVault
-from enklave.inference.model_format import read_header
+from enklave.inference.model_format import MAX_HEADER_SIZE, read_header
 from enklave.inference.repository import ModelInfo, ModelRepository
 from enklave.inference.router import Router, RouterSettings
 from enklave.inference.tensors import Limits
@@ -86,7 +92,7 @@ _STATE_AAD: Final = b"enklave inference state v1"
 _MAX_STATE: Final = 1 << 20
 _MAX_UPLOADS: Final = 4
 _MAX_RELEASES: Final = 64
-_KINDS: Final = ("hpke-seed", "model-key")
+_KINDS: Final = ("hpke-seed", "model-key", "envelope-key")
 _KID: Final = "enklave-inference-release"
 _MAX_QUOTE: Final = 64 << 10
 _MAX_COLLATERAL: Final = 4 << 20
@@ -291,7 +297,8 @@ def handle(encapsulated: Annotated[bytes, enclave.MaxSize(MAX_REQUEST_SIZE)]) ->
 @enclave.ecall
 def upload_begin(size: int) -> int:
     """Start receiving a model container of ``size`` bytes; returns the upload's number."""
-    limit = int(_get("max_model_bytes")) + 2048
+    # The container's overhead: magic, length, the largest header (one with a wrapped key), nonce and tag.
+    limit = int(_get("max_model_bytes")) + MAX_HEADER_SIZE + 64
     if not 0 < size <= limit:
         raise enclave.PublicError(f"a model container is 1 to {limit} bytes")
     with _lock:
@@ -387,6 +394,7 @@ def models() -> str:
         "loaded": [_summary(info) for info in repository.list()],
         "waiting": waiting,
         "missing_kbs_keys": vault.missing_kbs_keys(),
+        "missing_envelope_keys": vault.missing_envelope_keys(),
         "seed": vault.seed is not None,
     })  # fmt: skip
 
@@ -450,6 +458,37 @@ def _check_release_evidence(
         )
 
 
+def _int_member(value: int) -> str:
+    return _b64url.encode(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+
+
+def _envelope_private_jwk(material: bytes) -> dict[str, str]:
+    """The private JWK of a released envelope key (PKCS#8 DER of an RSA or EC P-256 key); raises
+    PublicError for anything else (an AES key of the broker, for one), naming no key material."""
+    try:
+        private = serialization.load_der_private_key(material, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise enclave.PublicError(
+            f"the released envelope key is not a PKCS#8 private key: {type(exc).__name__}"
+        ) from None
+    if isinstance(private, rsa.RSAPrivateKey):
+        numbers = private.private_numbers()
+        public = numbers.public_numbers
+        return {
+            "kty": "RSA", "n": _int_member(public.n), "e": _int_member(public.e), "d": _int_member(numbers.d),
+            "p": _int_member(numbers.p), "q": _int_member(numbers.q), "dp": _int_member(numbers.dmp1),
+            "dq": _int_member(numbers.dmq1), "qi": _int_member(numbers.iqmp),
+        }  # fmt: skip
+    if isinstance(private, ec.EllipticCurvePrivateKey) and isinstance(private.curve, ec.SECP256R1):
+        point = private.public_key().public_numbers()
+        return {
+            "kty": "EC", "crv": "P-256", "x": _b64url.encode(point.x.to_bytes(32, "big")),
+            "y": _b64url.encode(point.y.to_bytes(32, "big")),
+            "d": _b64url.encode(private.private_numbers().private_value.to_bytes(32, "big")),
+        }  # fmt: skip
+    raise enclave.PublicError("the released envelope key is neither an RSA nor an EC P-256 private key")
+
+
 @enclave.ecall
 def accept_released(
     kind: Annotated[str, enclave.MaxSize(16)],
@@ -461,8 +500,8 @@ def accept_released(
     """Check the key broker's ``quote`` for the release (with ``collateral_json``, the
     :class:`~enklave.attestation.collateral.QuoteCollateral` JSON for it), then unwrap the released value with
     the key pair of the last ``release_request(kind, name)`` and keep it; answers ``{"loaded": [names],
-    "waiting": [names]}`` (model keys) or ``{"seed": true}``. Raises the error of the check that fails (see the
-    module docstring); the key pair is used up whether or not the release is accepted."""
+    "waiting": [names]}`` (model keys and envelope keys) or ``{"seed": true}``. Raises the error of the check that
+    fails (see the module docstring); the key pair is used up whether or not the release is accepted."""
     _check_kind(kind, name)
     with _lock:
         private_jwk = _state["releases"].pop((kind, name), None)
@@ -481,7 +520,16 @@ def accept_released(
         vault.set_seed(value)
         _install_gateway(value)
         return json.dumps({"seed": True})
-    outcomes = vault.set_kbs_key(name, value)
+    if kind == "envelope-key":
+        envelope = _envelope_private_jwk(value)
+        del value
+        outcomes = vault.set_envelope_key(
+            name, lambda wrapped_key: unwrap_released_key(wrapped_key, envelope)
+        )
+        # The envelope key served this release only: the unwrapped model keys that opened their model are sealed.
+        envelope.clear()
+    else:
+        outcomes = vault.set_kbs_key(name, value)
     return json.dumps({
         "loaded": [f"{o.header.name}/{o.header.version}" for o in outcomes if o.loaded],
         "waiting": [f"{o.header.name}/{o.header.version}" for o in outcomes if not o.loaded],
