@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from joserfc import jwe
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
 from enklave.errors import BadDataError, InvalidKey, UsageError, VerificationError
 from enklave.services.kbs.wrapping import (
     HPKE_ENC_SIZE,
+    private_jwk_from_pkcs8,
     unwrap_key,
     unwrap_key_hpke,
     unwrap_released_key,
@@ -319,3 +320,28 @@ def test_a_release_is_a_jwe_for_rsa_and_hpke_for_p256(rsa2048: RSAKey, p256: ECK
         unwrap_released_key(flipped, _private(p256))
     with pytest.raises(UsageError):
         unwrap_released_key(to_ec, _private(rsa2048))
+
+
+@pytest.mark.parametrize(
+    "private",
+    [rsa.generate_private_key(public_exponent=65537, key_size=3072), ec.generate_private_key(ec.SECP256R1())],
+    ids=["RSA-3072", "P-256"],
+)
+def test_a_released_pkcs8_key_unwraps_what_was_wrapped_to_its_public_key(
+    private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+) -> None:
+    der = private.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    jwk = private_jwk_from_pkcs8(der)
+    public = {name: value for name, value in jwk.items() if name in ("kty", "n", "e", "crv", "x", "y")}
+    assert unwrap_released_key(wrap_released_key(b"\x42" * 32, public), jwk) == b"\x42" * 32
+
+
+def test_only_rsa_and_p256_pkcs8_keys_become_private_jwks() -> None:
+    other = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    for material in (other, b"\x00" * 32, b""):
+        with pytest.raises(InvalidKey):
+            private_jwk_from_pkcs8(material)

@@ -61,9 +61,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from enklave import _b64url, enclave
 from enklave._json import strict_loads
@@ -72,7 +70,14 @@ from enklave.attestation.policy import EnclavePolicy
 from enklave.attestation.trust import TrustedRoot, intel_sgx_root
 from enklave.attestation.verify import QuoteVerifier
 from enklave.channels.ohttp_attested import MAX_NONCE_SIZE, OhttpGateway
-from enklave.errors import BadDataError, BindingError, BoundaryError, UsageError, VerificationError
+from enklave.errors import (
+    BadDataError,
+    BindingError,
+    BoundaryError,
+    InvalidKey,
+    UsageError,
+    VerificationError,
+)
 from enklave.inference._gateway_keys import derive_servers
 from enklave.inference._vault import ModelVault
 from enklave.inference.model_format import MAX_HEADER_SIZE, read_header
@@ -81,7 +86,7 @@ from enklave.inference.router import Router, RouterSettings
 from enklave.inference.tensors import Limits
 from enklave.platform.simulated import simulated_root
 from enklave.services.kbs.release_evidence import release_report_data
-from enklave.services.kbs.wrapping import unwrap_released_key
+from enklave.services.kbs.wrapping import private_jwk_from_pkcs8, unwrap_released_key
 
 SETTINGS_FILE: Final = "settings.json"
 MAX_REQUEST_SIZE: Final = 64 << 20
@@ -458,35 +463,13 @@ def _check_release_evidence(
         )
 
 
-def _int_member(value: int) -> str:
-    return _b64url.encode(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
-
-
-def _envelope_private_jwk(material: bytes) -> dict[str, str]:
-    """The private JWK of a released envelope key (PKCS#8 DER of an RSA or EC P-256 key); raises
-    PublicError for anything else (an AES key of the broker, for one), naming no key material."""
+def _envelope_private_jwk(material: bytes) -> dict[str, Any]:
+    """The private JWK of a released envelope key (PKCS#8 DER of an RSA or EC P-256 key); raises PublicError for
+    anything else (an AES key of the broker, for one), naming no key material."""
     try:
-        private = serialization.load_der_private_key(material, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise enclave.PublicError(
-            f"the released envelope key is not a PKCS#8 private key: {type(exc).__name__}"
-        ) from None
-    if isinstance(private, rsa.RSAPrivateKey):
-        numbers = private.private_numbers()
-        public = numbers.public_numbers
-        return {
-            "kty": "RSA", "n": _int_member(public.n), "e": _int_member(public.e), "d": _int_member(numbers.d),
-            "p": _int_member(numbers.p), "q": _int_member(numbers.q), "dp": _int_member(numbers.dmp1),
-            "dq": _int_member(numbers.dmq1), "qi": _int_member(numbers.iqmp),
-        }  # fmt: skip
-    if isinstance(private, ec.EllipticCurvePrivateKey) and isinstance(private.curve, ec.SECP256R1):
-        point = private.public_key().public_numbers()
-        return {
-            "kty": "EC", "crv": "P-256", "x": _b64url.encode(point.x.to_bytes(32, "big")),
-            "y": _b64url.encode(point.y.to_bytes(32, "big")),
-            "d": _b64url.encode(private.private_numbers().private_value.to_bytes(32, "big")),
-        }  # fmt: skip
-    raise enclave.PublicError("the released envelope key is neither an RSA nor an EC P-256 private key")
+        return private_jwk_from_pkcs8(material)
+    except InvalidKey as exc:
+        raise enclave.PublicError(f"the released envelope key is unusable: {exc}") from None
 
 
 @enclave.ecall

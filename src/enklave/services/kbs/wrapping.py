@@ -28,6 +28,8 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc import jwe
 from joserfc.errors import DecodeError, JoseError
@@ -43,6 +45,7 @@ __all__ = [
     "MAX_RSA_BITS",
     "MIN_RSA_BITS",
     "RELEASE_HPKE_INFO",
+    "private_jwk_from_pkcs8",
     "unwrap_key",
     "unwrap_key_hpke",
     "unwrap_released_key",
@@ -149,6 +152,20 @@ def _jwe_header(token: str) -> dict[str, Any]:
 # -- what a release answers ---------------------------------------------------------------------------------
 
 _HPKE_PREFIX: Final = "hpke."
+
+
+def private_jwk_from_pkcs8(material: bytes) -> dict[str, Any]:
+    """The private JWK of an RSA or EC P-256 key given as PKCS#8 DER (how the KBS releases asymmetric keys), for
+    :func:`unwrap_released_key`. Raises :class:`InvalidKey` for anything else; messages name no key material."""
+    try:
+        key = serialization.load_der_private_key(bytes(material), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise InvalidKey(f"the key is not a PKCS#8 private key ({type(exc).__name__})") from None
+    if isinstance(key, rsa.RSAPrivateKey):
+        return dict(RSAKey.import_key(bytes(material)).as_dict(private=True))
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        return dict(ECKey.import_key(bytes(material)).as_dict(private=True))
+    raise InvalidKey("the key is neither an RSA nor an EC P-256 private key")
 
 
 def wrap_released_key(key_material: bytes, recipient_jwk: Mapping[str, Any]) -> str:
