@@ -54,9 +54,7 @@ Any failure raises its own error type (``InvalidQuote``, ``InvalidCollateral``, 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
-import os
 import threading
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
@@ -65,27 +63,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from enklave import _b64url, enclave
 from enklave._json import strict_loads
-from enklave.attestation.collateral import QuoteCollateral
-from enklave.attestation.policy import EnclavePolicy
-from enklave.attestation.trust import TrustedRoot, intel_sgx_root
-from enklave.attestation.verify import QuoteVerifier
 from enklave.channels.ohttp_attested import MAX_NONCE_SIZE, OhttpGateway
 from enklave.errors import (
     BadDataError,
-    BindingError,
     BoundaryError,
     InvalidKey,
     UsageError,
     VerificationError,
 )
 from enklave.inference._gateway_keys import derive_servers
+from enklave.inference._release_check import ReleaseChecker
 from enklave.inference._vault import ModelVault
 from enklave.inference.model_format import MAX_HEADER_SIZE, read_header
 from enklave.inference.repository import ModelInfo, ModelRepository
 from enklave.inference.router import Router, RouterSettings
 from enklave.inference.tensors import Limits
-from enklave.platform.simulated import simulated_root
-from enklave.services.kbs.release_evidence import release_report_data
 from enklave.services.kbs.wrapping import private_jwk_from_pkcs8, unwrap_released_key
 
 SETTINGS_FILE: Final = "settings.json"
@@ -101,7 +93,6 @@ _KINDS: Final = ("hpke-seed", "model-key", "envelope-key")
 _KID: Final = "enklave-inference-release"
 _MAX_QUOTE: Final = 64 << 10
 _MAX_COLLATERAL: Final = 4 << 20
-_KBS_POLICY_KEYS: Final = ("mr_signer", "mr_enclave", "isv_prod_id", "min_isv_svn")
 
 _lock = threading.Lock()
 # The one state, built by init: settings, repository, vault, router, gateway, uploads, release key pairs.
@@ -149,9 +140,9 @@ def _digest(settings: dict[str, Any], name: str) -> bytes | None:
         raise BoundaryError(f"setting {name} must be a SHA-256 digest in hex") from exc
 
 
-def _measured() -> tuple[str | None, EnclavePolicy | None, QuoteVerifier | None]:
+def _measured() -> tuple[str | None, ReleaseChecker | None]:
     """The measured settings: the key broker key name of the HPKE seed (None: the enclave makes its own seed),
-    and the policy and verifier for the key broker's release quotes (None: no key broker is trusted)."""
+    and the checker of the key broker's release quotes (None: no key broker is trusted)."""
     try:
         document = json.loads(enclave.bundle_file(SETTINGS_FILE))
     except ValueError as exc:
@@ -161,30 +152,7 @@ def _measured() -> tuple[str | None, EnclavePolicy | None, QuoteVerifier | None]
     name = document.get("hpke_seed_key")
     if name is not None and not isinstance(name, str):
         raise BoundaryError("the measured hpke_seed_key must be a key name or null")
-    identity = document.get("kbs_policy")
-    if identity is None:
-        return name, None, None
-    allow_simulated = document.get("kbs_allow_simulated", False)
-    if (
-        not isinstance(identity, dict)
-        or set(identity) - set(_KBS_POLICY_KEYS)
-        or type(allow_simulated) is not bool
-    ):
-        raise BoundaryError("the measured kbs_policy must be an object of mr_signer, mr_enclave, isv_prod_id and "
-                            "min_isv_svn, with a boolean kbs_allow_simulated")  # fmt: skip
-    if identity.get("mr_signer") is None and identity.get("mr_enclave") is None:
-        # A policy without either would accept any genuine enclave as the key broker.
-        raise BoundaryError("the measured kbs_policy must pin mr_signer or mr_enclave")
-    try:
-        policy = EnclavePolicy.from_mapping({**identity, "allow_simulated": allow_simulated})
-    except UsageError as exc:
-        raise BoundaryError(f"the measured kbs_policy is invalid: {exc}") from exc
-    roots: list[TrustedRoot] = [intel_sgx_root()]
-    if allow_simulated:
-        # The simulated platform's root is public data in ENKLAVE_HOME; quotes it vouches for are marked simulated,
-        # and the policy accepts them only because kbs_allow_simulated is measured.
-        roots.append(simulated_root(os.environ.get("ENKLAVE_HOME") or None))
-    return name, policy, QuoteVerifier(roots)
+    return name, ReleaseChecker.from_settings(document)
 
 
 def _gateway(seed: bytes) -> OhttpGateway:
@@ -235,7 +203,7 @@ def init(
         max_request_bytes=_int(settings, "max_request_bytes", 1, MAX_REQUEST_SIZE),
     )
     router = Router(repository, router_settings, keys=vault, ready=lambda: vault.seed is not None)
-    seed_key, kbs_policy, kbs_verifier = _measured()
+    seed_key, kbs_checker = _measured()
     if sealed_state is not None:
         # A state that does not unseal (another enclave's, or tampered) stops the start: making a new one over it
         # would silently lose the model keys.
@@ -245,7 +213,7 @@ def init(
         _state.update(
             repository=repository, vault=vault, router=router, seed_key=seed_key or "", uploads={},
             upload_sizes={}, releases={}, upload_counter=0, max_model_bytes=repository.max_model_bytes,
-            gateway=None, kbs_policy=kbs_policy or False, kbs_verifier=kbs_verifier or False,
+            gateway=None, kbs_checker=kbs_checker or False,
         )  # fmt: skip
     changed = False
     if vault.seed is None and seed_key is None:
@@ -444,23 +412,11 @@ def release_request(
 def _check_release_evidence(
     name: str, recipient: dict[str, str], wrapped: str, quote: bytes, collateral: str
 ) -> None:
-    """Steps 1 to 3 of the module docstring; raises the failing step's error type."""
-    policy = _get("kbs_policy")
-    verifier = _get("kbs_verifier")
-    if not isinstance(policy, EnclavePolicy) or not isinstance(verifier, QuoteVerifier):
+    """The checks of :class:`~enklave.inference._release_check.ReleaseChecker`; raises the failing one's error."""
+    checker = _get("kbs_checker")
+    if not isinstance(checker, ReleaseChecker):
         raise enclave.PublicError("this enclave trusts no key broker: its measured settings name none")
-    # 1. The quote, verified here against the host's collateral (whose signatures chain to the trusted roots). The
-    #    clock is the platform's (the host's, under Gramine): a host could make stale collateral look current, but
-    #    it cannot forge the quote, its identity or the binding checked below.
-    verified = verifier.verify(quote, QuoteCollateral.from_json(collateral), now=datetime.now(UTC))
-    # 2. The key broker's identity, as measured.
-    policy.appraise(verified)
-    # 3. The binding, recomputed from what this enclave knows itself: the name it asked for and its own key.
-    expected = release_report_data(name, recipient, wrapped)
-    if not hmac.compare_digest(bytes(verified.report_data), expected):
-        raise BindingError(
-            "the key broker's quote does not bind this release (name, recipient key and value)"
-        )
+    checker.check(name, recipient, wrapped, quote, collateral, now=datetime.now(UTC))
 
 
 def _envelope_private_jwk(material: bytes) -> dict[str, Any]:
