@@ -56,12 +56,11 @@ def _map_httpcore_exceptions() -> Iterator[None]:
         raise
 
 
-class _VerifiedStream(httpcore.NetworkStream):
-    """A TLS stream whose server was appraised; reports the peer as extra info ``"enklave.peer"``."""
+class _Wrapped(httpcore.NetworkStream):
+    """A stream that passes reads, writes, closing and extra info through to the stream it wraps."""
 
-    def __init__(self, stream: httpcore.NetworkStream, peer: VerifiedPeer) -> None:
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
         self._stream = stream
-        self._peer = peer
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return self._stream.read(max_bytes, timeout)
@@ -71,6 +70,17 @@ class _VerifiedStream(httpcore.NetworkStream):
 
     def close(self) -> None:
         self._stream.close()
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _VerifiedStream(_Wrapped):
+    """A TLS stream whose server was appraised; reports the peer as extra info ``"enklave.peer"``."""
+
+    def __init__(self, stream: httpcore.NetworkStream, peer: VerifiedPeer) -> None:
+        super().__init__(stream)
+        self._peer = peer
 
     def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
@@ -80,25 +90,16 @@ class _VerifiedStream(httpcore.NetworkStream):
     def get_extra_info(self, info: str) -> Any:
         if info == PEER_EXTENSION:
             return self._peer
-        return self._stream.get_extra_info(info)
+        return super().get_extra_info(info)
 
 
-class _AttestingStream(httpcore.NetworkStream):
+class _AttestingStream(_Wrapped):
     """A TCP stream whose TLS upgrade appraises the server before returning."""
 
     def __init__(self, stream: httpcore.NetworkStream, verifier: PeerVerifier, nonce: bytes | None) -> None:
-        self._stream = stream
+        super().__init__(stream)
         self._verifier = verifier
         self._nonce = nonce
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, timeout)
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, timeout)
-
-    def close(self) -> None:
-        self._stream.close()
 
     def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
@@ -117,9 +118,6 @@ class _AttestingStream(httpcore.NetworkStream):
             tls.close()
             raise
         return _VerifiedStream(tls, peer)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
 
 
 class _AttestingBackend(httpcore.NetworkBackend):
