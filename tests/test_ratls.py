@@ -337,6 +337,21 @@ def test_mutated_dice_evidence_is_rejected(platform: SimulatedPlatform, position
     assert start <= position % len(value) < start + len(pem), "only the PEM text may change without effect"
 
 
+@pytest.mark.parametrize("damage", [b"-----BEGIN CERTIFICATD-----", b"-----BEGIM CERTIFICATE-----"])
+def test_a_damaged_pem_block_in_the_quotes_chain_is_refused(
+    platform: SimulatedPlatform, damage: bytes
+) -> None:
+    # The certification data is not signed; a PEM reader that skipped the damaged block would verify the quote
+    # against the trusted root anyway. Intel's QVL refuses it, and so must enklave.
+    key = ec.generate_private_key(ec.SECP256R1())
+    claims = encode_claims(_spki(key), None)
+    quote = platform.get_quote(hashlib.sha256(claims).digest())
+    last = quote.rindex(b"-----BEGIN CERTIFICATE-----")
+    damaged = quote[:last] + damage + quote[last + len(damage) :]
+    with pytest.raises(InvalidQuote, match="PEM"):
+        _verify(_self_signed(key, [(DICE_EVIDENCE_OID, encode_dice_evidence(damaged, claims))]))
+
+
 def test_indefinite_length_cbor_is_refused() -> None:
     claims = encode_claims(b"spki", None)
     strict = encode_dice_evidence(b"quote", claims)

@@ -6,6 +6,7 @@ a failed verification says which certificate, CRL or structure failed and why.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -146,6 +147,9 @@ def check_chain(
     return root
 
 
+_PEM_BEGIN = re.compile(rb"-----BEGIN ([^\r\n]*?)-----")
+
+
 def load_evidence_chain(pem: bytes, what: str, max_length: int) -> list[x509.Certificate]:
     """Load a PEM chain that came with evidence, forcing every lazily parsed field now.
 
@@ -163,6 +167,15 @@ def load_evidence_chain(pem: bytes, what: str, max_length: int) -> list[x509.Cer
         raise InvalidQuote(f"{what} is malformed: {exc}") from exc
     if not 1 <= len(chain) <= max_length:
         raise InvalidQuote(f"{what} has {len(chain)} certificates, expected 1 to {max_length}")
+    # The PEM reader skips blocks of other types (a damaged "BEGIN CERTIFICATE" line among them) without a word;
+    # Intel's QVL fails on them, and so does enklave: every block must be a certificate that was read.
+    labels = _PEM_BEGIN.findall(pem)
+    if (
+        len(labels) != len(chain)
+        or any(label != b"CERTIFICATE" for label in labels)
+        or pem.count(b"-----END CERTIFICATE-----") != len(chain)
+    ):
+        raise InvalidQuote(f"{what} holds PEM blocks that are not certificates")
     return chain
 
 
