@@ -24,21 +24,18 @@ import json
 import os
 import socket
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from enklave.errors import BoundaryError
+from enklave.errors import BoundaryError, TransportError
 from enklave.inference.app import serving
 from enklave.inference.protocol import (
     HEADER_LENGTH,
@@ -52,6 +49,7 @@ from enklave.inference.protocol import (
 )
 from enklave.inference.runner import ModelRunner
 from enklave.inference.service import InferenceConfig
+from enklave.services._http import serve_in_thread
 
 __all__ = ["plain_app", "serve_plain"]
 
@@ -106,22 +104,13 @@ def plain_app(runners: dict[str, ModelRunner], limits: Limits) -> Starlette:
 @contextmanager
 def serve_plain(app: Starlette) -> Iterator[str]:
     """Serve ``app`` on a free port of 127.0.0.1 in a background thread, as ``serving`` does; yield its URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + _START_TIMEOUT
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise SystemExit("the plain server did not start")
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(_START_TIMEOUT)
-        sock.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        try:
+            with serve_in_thread(app, sock, name="plain server", timeout=_START_TIMEOUT):
+                yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        except TransportError as exc:
+            raise SystemExit(str(exc)) from None
 
 
 def _announce(document: dict[str, Any]) -> None:

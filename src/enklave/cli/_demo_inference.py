@@ -26,7 +26,6 @@ import os
 import secrets
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -37,12 +36,10 @@ from typing import Any, Final
 import numpy as np
 import onnx
 import onnxruntime as ort
-import uvicorn
 from onnx import numpy_helper
-from starlette.applications import Starlette
 
 from enklave.attestation.policy import EnclavePolicy
-from enklave.errors import TransportError, VerificationError
+from enklave.errors import VerificationError
 from enklave.inference._enclave_handle import sign_inference_enclave
 from enklave.inference.app import serving
 from enklave.inference.client import Attestation, Client
@@ -50,6 +47,7 @@ from enklave.inference.model_format import encrypt_model
 from enklave.inference.service import InferenceConfig
 from enklave.platform.simulated import simulated_root
 from enklave.runtime.bundle import load_bundle
+from enklave.services._http import serve_in_thread
 from enklave.services.attestation.app import create_app as create_attestation_app
 from enklave.services.attestation.service import AttestationService, ServiceConfig
 from enklave.services.kbs.app import create_app as create_kbs_app
@@ -211,27 +209,6 @@ def _top(probabilities: np.ndarray) -> tuple[tuple[int, float], ...]:
     return tuple((int(index), float(row[index])) for index in order)
 
 
-@contextmanager
-def _loopback(app: Starlette, name: str, sock: socket.socket) -> Iterator[None]:
-    """Serve ``app`` with uvicorn on the bound loopback ``sock`` in a background thread until the block ends.
-
-    Raises :class:`TransportError` when the server does not start in time.
-    """
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + _SERVER_START
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise TransportError(f"the {name}'s HTTP server did not start")
-            time.sleep(0.02)
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(_SERVER_START)
-
-
 def _bound_socket(stack: ExitStack) -> tuple[socket.socket, str]:
     """A socket bound to an ephemeral port of 127.0.0.1 (closed with ``stack``) and its base URL."""
     sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
@@ -308,7 +285,11 @@ def run_inference_demo(
                 allow_simulated=True,
             )  # fmt: skip
             maa = stack.enter_context(AttestationService(maa_config, maa_storage))
-            stack.enter_context(_loopback(create_attestation_app(maa), "attestation service", sock))
+            stack.enter_context(
+                serve_in_thread(
+                    create_attestation_app(maa), sock, name="attestation service", timeout=_SERVER_START
+                )
+            )
         # 2. The key broker trusts that service's signing keys (fetched once and pinned at start) and holds the
         #    HPKE seed for the MRENCLAVE of the inference enclave, computed here from its packaged code.
         with clock.step("key broker started, HPKE seed created"):
@@ -323,7 +304,9 @@ def run_inference_demo(
                 home=home,
             )
             kbs = stack.enter_context(KeyBrokerService(kbs_config, kbs_storage))
-            stack.enter_context(_loopback(create_kbs_app(kbs), "key broker", sock))
+            stack.enter_context(
+                serve_in_thread(create_kbs_app(kbs), sock, name="key broker", timeout=_SERVER_START)
+            )
             # The inference enclave accepts releases only with quotes of this key broker's enclave (its signer and
             # product), and that identity is measured: it is part of the MRENCLAVE the seed is released to.
             config = InferenceConfig(

@@ -30,14 +30,11 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
 
-import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -54,7 +51,7 @@ from enklave.errors import EcallTimeout, EnclaveCrashedError, TransportError, Us
 from enklave.inference._metrics import Metrics
 from enklave.inference.model_format import MAX_HEADER_SIZE, NONCE_SIZE, TAG_SIZE
 from enklave.inference.service import GATEWAY_OVERHEAD, InferenceConfig, InferenceService
-from enklave.services._http import error_response, json_response, read_body, service_app
+from enklave.services._http import error_response, json_response, read_body, serve_in_thread, service_app
 from enklave.services._response import ServiceResponse, storage_failure
 from enklave.services.storage import Storage, open_storage
 
@@ -219,19 +216,8 @@ def serving(
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.bind((host, port))
-            server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-            thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-            thread.start()
-            try:
-                deadline = time.monotonic() + _START_TIMEOUT
-                while not server.started:
-                    if time.monotonic() > deadline or not thread.is_alive():
-                        raise TransportError("the inference service's HTTP server did not start")
-                    time.sleep(0.02)
+            with serve_in_thread(app, sock, name="inference service", timeout=_START_TIMEOUT):
                 yield Serving(f"http://{host}:{sock.getsockname()[1]}", service, app)
-            finally:
-                server.should_exit = True
-                thread.join(_START_TIMEOUT)
         finally:
             sock.close()
     finally:

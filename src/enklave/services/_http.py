@@ -7,10 +7,14 @@ catch-all handler logs an unexpected exception and answers 500: that is a bug, n
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Protocol
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -25,6 +29,7 @@ __all__ = [
     "error_response",
     "json_response",
     "read_body",
+    "serve_in_thread",
     "service_app",
     "version_error",
 ]
@@ -113,3 +118,25 @@ def service_app(routes: Sequence[BaseRoute], service: _Lifecycle, *, manage_life
         exception_handlers={404: _not_found, 405: _not_allowed, Exception: _crashed},
         lifespan=lifespan,
     )
+
+
+@contextmanager
+def serve_in_thread(app: Starlette, sock: socket.socket, *, name: str, timeout: float) -> Iterator[None]:
+    """Serve ``app`` with uvicorn (lifespan off) on the bound ``sock`` in a background thread until the block ends.
+
+    Waits up to ``timeout`` seconds for the server to start, and as long for its thread to end on exit. Raises
+    :class:`TransportError` ("the ``name``'s HTTP server did not start") when it does not start in time.
+    """
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise TransportError(f"the {name}'s HTTP server did not start")
+            time.sleep(0.02)
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
