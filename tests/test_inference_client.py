@@ -164,6 +164,7 @@ class FakeHost:
         self.on_evidence: Callable[[KeyConfigEvidence], KeyConfigEvidence] | None = None
         self.on_response: Callable[[bytes], bytes] | None = None
         self.refuse_gateway = False
+        self.set_cookies = False
 
     def rotate(self) -> None:
         self.gateway = OhttpGateway.generate(self.router, max_message_size=8 << 20)
@@ -241,10 +242,15 @@ class FakeHost:
             self.seen.extend(name + b": " + value for name, value in request.headers.raw)
             path = request.url.path
             if path == "/v1/attestation":
-                return await self.attestation(request)
-            if path == "/v1/gateway":
-                return await self.gateway_route(request)
-            return await self.models_route(request)
+                answer = await self.attestation(request)
+            elif path == "/v1/gateway":
+                answer = await self.gateway_route(request)
+            else:
+                answer = await self.models_route(request)
+            if self.set_cookies:
+                # A host that tries to link a client's requests with a cookie.
+                answer.set_cookie("visitor", f"v{len(self.log)}", path="/")
+            return answer
 
         return Starlette(
             routes=[
@@ -361,6 +367,26 @@ def test_the_host_sees_no_tensor_key_or_model(host: FakeHost, url: str) -> None:
     assert f"authorization: Bearer {CREDENTIAL}".encode() in seen
     # The model's weights travel only encrypted: no 32-byte window of the plaintext model reaches the host.
     assert not any(MLP[i : i + 32] in seen for i in range(0, len(MLP) - 32, 16))
+
+
+def test_cookies_from_the_host_are_never_sent_back(host: FakeHost, url: str) -> None:
+    # OHTTP keeps the host from linking a client's requests; a cookie returned on every request would link them.
+    host.set_cookies = True
+    x = np.zeros((1, 4), dtype=np.float32)
+    with client_for(url) as client:
+        for _ in range(3):
+            client.infer("mlp", {"x": x})
+
+    async def twice() -> None:
+        async with AsyncClient(url, policy=POLICY, roots=[simulated_root()], api_key=API_KEY) as client:
+            for _ in range(2):
+                await client.infer("mlp", {"x": x})
+
+    asyncio.run(twice())
+    headers = [line.split(b":", 1)[0].lower() for line in host.seen if b": " in line[:40]]
+    assert headers.count(b"content-type") >= 5  # the requests were recorded
+    assert b"cookie" not in headers
+    assert len(host.log) == 7  # attestation + 3 inferences, attestation + 2 inferences
 
 
 def test_models_listing_and_metadata(host: FakeHost, url: str) -> None:

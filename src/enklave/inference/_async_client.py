@@ -32,6 +32,7 @@ from enklave.inference._client_attest import (
 from enklave.inference._client_base import (
     DEFAULT_MAX_REQUEST_SIZE,
     Base,
+    NoCookies,
     Pin,
     Progress,
     chunks,
@@ -75,7 +76,7 @@ class AsyncClient(Base):
             token_verifier=token_verifier, api_key=api_key, owner_token=owner_token, timeout=timeout,
             clock=clock, limits=limits, max_message_size=max_message_size,
         )  # fmt: skip
-        self._http = httpx.AsyncClient(transport=transport, timeout=self.timeout)
+        self._http = httpx.AsyncClient(transport=transport, timeout=self.timeout, cookies=NoCookies())
         self._lock: asyncio.Lock | None = None
 
     async def _call(

@@ -7,6 +7,7 @@ import hmac
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.cookiejar import CookieJar
 from typing import Any, Final
 
 from enklave import _b64url
@@ -36,6 +37,7 @@ from enklave.inference.protocol import Limits
 __all__ = [
     "DEFAULT_MAX_REQUEST_SIZE",
     "Base",
+    "NoCookies",
     "Pin",
     "Progress",
     "chunks",
@@ -54,6 +56,21 @@ Progress = Callable[[int, int], None]
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class NoCookies(CookieJar):
+    """A cookie jar that never keeps or sends a cookie: the clients' HTTP clients use it.
+
+    The host and any relay are untrusted, and Oblivious HTTP exists so that they cannot link one client's
+    requests (RFC 9458 §6.1); a cookie set by either and sent back would link them. Dropping cookies unread also
+    spares the cookie machinery's work on every answer.
+    """
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def add_cookie_header(self, request: Any) -> None:
+        return None
 
 
 @dataclass(frozen=True, slots=True, eq=False)

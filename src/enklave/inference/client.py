@@ -60,6 +60,7 @@ from enklave.inference._client_attest import (
 from enklave.inference._client_base import (
     DEFAULT_MAX_REQUEST_SIZE,
     Base,
+    NoCookies,
     Pin,
     Progress,
     chunks,
@@ -108,7 +109,7 @@ class Client(Base):
             token_verifier=token_verifier, api_key=api_key, owner_token=owner_token, timeout=timeout,
             clock=clock, limits=limits, max_message_size=max_message_size,
         )  # fmt: skip
-        self._http = httpx.Client(transport=transport, timeout=self.timeout)
+        self._http = httpx.Client(transport=transport, timeout=self.timeout, cookies=NoCookies())
         self._lock = threading.Lock()
 
     # -- HTTP --------------------------------------------------------------------------------------------
