@@ -201,6 +201,50 @@ def test_async_ecalls(enclave: host.Enclave) -> None:
     assert asyncio.run(run()) == [0, 2, 4, 6, 8]
 
 
+def test_async_ecalls_take_every_path_and_leave_the_channels_in_step(enclave: host.Enclave) -> None:
+    # Small calls run on the event loop; an ocall, a large answer, large arguments and a call that finds every
+    # thread busy continue on worker threads. Errors keep their types, and every channel stays usable.
+    async def run() -> None:
+        assert await enclave.aecall.echo(b"\x00small") == b"\x00small"
+        with pytest.raises(EcallError, match="ValueError: bad request"):
+            await enclave.aecall.fail("bad request")
+        with pytest.raises(EcallError, match="wrong_result result: expected int, got str"):
+            await enclave.aecall.wrong_result()
+        with pytest.raises(BoundaryError, match="exceeds the declared maximum 16"):
+            await enclave.aecall.limited(b"x" * 17, None)
+        assert await enclave.aecall.upper_via_host("quiet") == "QUIET!"
+        assert await enclave.aecall.filler(1_500_000) == b"\xab" * 1_500_000
+        assert await enclave.aecall.size(b"y" * (1 << 20)) == 1 << 20
+        started = time.monotonic()
+        names = await asyncio.gather(*(enclave.aecall.nap(0.2) for _ in range(5)))
+        assert sorted(set(names)) == ["tcs-0", "tcs-1"]
+        assert time.monotonic() - started >= 0.6  # two threads, five naps: three rounds
+        assert await asyncio.gather(*(enclave.aecall.add(i, 1) for i in range(6))) == [1, 2, 3, 4, 5, 6]
+
+    asyncio.run(run())
+
+
+def test_async_timeouts_and_cancellations_give_the_thread_back_once_the_call_ends(
+    enclave: host.Enclave,
+) -> None:
+    async def run() -> None:
+        with pytest.raises(EcallTimeout, match=r"did not return within 0\.1 s"):
+            await enclave.acall("nap", 0.4, timeout=0.1)
+        cancelled = asyncio.ensure_future(enclave.aecall.nap(0.4))
+        await asyncio.sleep(0.1)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        # Both threads are still busy with the abandoned naps; once they end, both serve again.
+        with pytest.raises(EcallTimeout, match="stayed busy"):
+            await enclave.acall("add", 1, 1, timeout=0.05)
+        await asyncio.sleep(0.5)
+        names = await asyncio.gather(enclave.aecall.nap(0.1), enclave.aecall.nap(0.1))
+        assert sorted(names) == ["tcs-0", "tcs-1"]
+
+    asyncio.run(run())
+
+
 def test_a_timeout_leaves_the_thread_busy_until_the_call_returns(enclave: host.Enclave) -> None:
     with pytest.raises(EcallTimeout, match=r"did not return within 0\.1 s"):
         enclave.call("nap", 0.5, timeout=0.1)
@@ -222,6 +266,19 @@ def test_a_crash_mid_call_is_reported_and_the_enclave_loads_again(
             doomed.ecall.add(1, 2)
     with host.load(probe_bundle[0], mode="sim", home=home) as revived:
         assert revived.ecall.add(1, 2) == 3
+
+
+def test_a_crash_mid_async_call_is_reported(probe_bundle: tuple[Path, Bundle], home: Path) -> None:
+    with host.load(probe_bundle[0], mode="sim", home=home) as doomed:
+
+        async def run() -> None:
+            with pytest.raises(EnclaveCrashedError, match="exited with status 4"):
+                await doomed.aecall.crash(4)
+            with pytest.raises(EnclaveCrashedError, match="exited with status 4"):
+                await doomed.aecall.add(1, 2)
+
+        asyncio.run(run())
+        assert not doomed.alive
 
 
 def test_a_killed_enclave_is_reported_with_its_signal(probe_bundle: tuple[Path, Bundle], home: Path) -> None:

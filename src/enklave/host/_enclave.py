@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import queue
+import socket
 import subprocess
 import threading
 import time
@@ -151,10 +152,7 @@ class Enclave:
         On :class:`~enklave.errors.EcallTimeout` the enclave thread stays busy until the call returns (as a TCS
         does); the late result is discarded.
         """
-        spec = self.info.ecalls.get(name)
-        if spec is None:
-            raise UsageError(f"the enclave declares no ecall {name!r}")
-        self._check_usable()
+        spec = self._spec(name)
         limit = self._timeout if timeout is None else timeout
         deadline = None if limit is None else time.monotonic() + limit
         try:
@@ -163,11 +161,25 @@ class Enclave:
             raise EcallTimeout(
                 f"ecall {name!r}: all {self.threads} enclave threads stayed busy for {limit} s"
             ) from None
+        return self._finish(
+            channel, spec, name, limit, lambda: self._send_and_wait(channel, spec, args, deadline)
+        )
+
+    def _send_and_wait(
+        self, channel: Channel, spec: FunctionSpec, args: tuple[Any, ...], deadline: float | None
+    ) -> Any:
+        self._check_usable()
+        channel.send([Kind.CALL, spec.name, list(args)])
+        return self._await_reply(channel, spec, deadline)
+
+    def _finish(
+        self, channel: Channel, spec: FunctionSpec, name: str, limit: float | None, work: Callable[[], Any]
+    ) -> Any:
+        """Run ``work`` (the call on ``channel``), turning channel failures into the caller's errors, and give the
+        channel back when it is still in step."""
         healthy = True
         try:
-            self._check_usable()
-            channel.send([Kind.CALL, name, list(args)])
-            return self._await_reply(channel, spec, deadline)
+            return work()
         except TimeoutError:
             healthy = False
             self._drain_later(channel, spec)
@@ -176,25 +188,94 @@ class Enclave:
             healthy = False
             raise self._crashed() from None
         except _Desynchronized as exc:
-            # The enclave broke the protocol: nothing more on this channel (or from this enclave) can be trusted.
             healthy = False
-            channel.close()
-            self._dead = f"the enclave broke the channel protocol ({exc}); load it again to continue"
-            raise BoundaryError(self._dead) from None
+            raise self._desynchronized(channel, exc) from None
         finally:
             if healthy:
                 self._free.put(channel)
 
     async def acall(self, name: str, *args: Any, timeout: float | None = None) -> Any:
-        """:meth:`call` from asyncio: the call runs on a worker thread, the event loop keeps going."""
+        """:meth:`call` from asyncio; the event loop keeps going while the enclave works.
+
+        A call whose arguments and answer are small runs on the event loop itself: the request is written to the
+        channel (it fits the empty socket buffer, so the write does not block) and the loop wakes when the whole
+        answer has arrived, which spares two thread hand-overs per call. A call with large arguments or answer,
+        one that makes ocalls (host functions may block) and one that finds every enclave thread busy continue on
+        a worker thread.
+        """
+        spec = self._spec(name)
         loop = asyncio.get_running_loop()
+        if not _inline(args):
+            return await self._on_thread(loop, self.call, name, *args, timeout=timeout)
+        try:
+            channel = self._free.get_nowait()
+        except queue.Empty:
+            return await self._on_thread(loop, self.call, name, *args, timeout=timeout)
+        limit = self._timeout if timeout is None else timeout
+        deadline = None if limit is None else time.monotonic() + limit
+        handed_over = False
+        try:
+            self._check_usable()
+            channel.send([Kind.CALL, name, list(args)])
+            while True:
+                ready = channel.frame_ready(_INLINE_FRAME)
+                if ready is False:
+                    if not await _readable(loop, channel.sock, deadline):
+                        raise TimeoutError
+                    continue
+                message = self._receive(channel) if ready else None
+                if message is not None and message[0] != Kind.OCALL:
+                    result = self._answer(channel, spec, message)
+                    self._free.put(channel)
+                    return result
+                # The rest may block (an ocall's host function, a large answer): a worker thread finishes it.
+                handed_over = True
+                return await self._on_thread(
+                    loop, self._finish, channel, spec, name, limit,
+                    functools.partial(self._await_reply, channel, spec, deadline, message),
+                )  # fmt: skip
+        except ChannelClosed:
+            raise await self._on_thread(loop, self._crashed) from None
+        except _Desynchronized as exc:
+            raise self._desynchronized(channel, exc) from None
+        except EnklaveError:
+            # The enclave's own error answer, or an unusable handle: the channel is still in step.
+            if not handed_over:
+                self._free.put(channel)
+            raise
+        except TimeoutError:
+            self._drain_later(channel, spec)
+            raise EcallTimeout(f"ecall {name!r} did not return within {limit} s") from None
+        except OSError:
+            # The channel's socket went away under the loop (the handle is being closed, or the enclave died).
+            raise await self._on_thread(loop, self._crashed) from None
+        except asyncio.CancelledError:
+            # The caller gave up; the enclave thread finishes the call and its answer is dropped.
+            if not handed_over:
+                self._drain_later(channel, spec)
+            raise
+
+    async def _on_thread(
+        self, loop: asyncio.AbstractEventLoop, function: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
         if self._executor is None:
             with self._lock:
                 if self._executor is None:
                     self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="enklave-ecall")
-        return await loop.run_in_executor(
-            self._executor, functools.partial(self.call, name, *args, timeout=timeout)
-        )
+        return await loop.run_in_executor(self._executor, functools.partial(function, *args, **kwargs))
+
+    def _spec(self, name: str) -> FunctionSpec:
+        spec = self.info.ecalls.get(name)
+        if spec is None:
+            raise UsageError(f"the enclave declares no ecall {name!r}")
+        self._check_usable()
+        return spec
+
+    def _desynchronized(self, channel: Channel, exc: _Desynchronized) -> BoundaryError:
+        # The enclave broke the protocol: nothing more on this channel (or from this enclave) can be trusted.
+        channel.close()
+        self._dead = f"the enclave broke the channel protocol ({exc}); load it again to continue"
+        return BoundaryError(self._dead)
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -212,28 +293,44 @@ class Enclave:
         _log.warning("enclave %d: %s", self._process.pid, message)
         return EnclaveCrashedError(message)
 
-    def _await_reply(self, channel: Channel, spec: FunctionSpec, deadline: float | None) -> Any:
+    def _await_reply(
+        self, channel: Channel, spec: FunctionSpec, deadline: float | None, first: list[Any] | None = None
+    ) -> Any:
+        """The call's result, serving the enclave's ocalls meanwhile; ``first`` is a message already received."""
         sock = channel.sock
+        message = first
         try:
             while True:
-                if deadline is not None:
-                    sock.settimeout(max(deadline - time.monotonic(), 0.000_001))
-                try:
-                    message = channel.receive()
-                except BoundaryError as exc:
-                    raise _Desynchronized(str(exc)) from exc
-                kind = message[0]
-                if kind == Kind.RETURN and len(message) == 2:
-                    return spec.check_result(message[1])
-                if kind == Kind.ERROR and len(message) == 4:
-                    raise _error_from(message[1], message[2], message[3])
-                if kind == Kind.OCALL and len(message) == 3:
-                    self._serve_ocall(channel, message[1], message[2])
-                    continue
-                raise _Desynchronized("the enclave answered with an unexpected message")
+                if message is None:
+                    if deadline is not None:
+                        sock.settimeout(max(deadline - time.monotonic(), 0.000_001))
+                    message = self._receive(channel)
+                result = self._answer(channel, spec, message)
+                if result is not _MORE:
+                    return result
+                message = None
         finally:
             if deadline is not None:
                 sock.settimeout(None)
+
+    @staticmethod
+    def _receive(channel: Channel) -> list[Any]:
+        try:
+            return channel.receive()
+        except BoundaryError as exc:
+            raise _Desynchronized(str(exc)) from exc
+
+    def _answer(self, channel: Channel, spec: FunctionSpec, message: list[Any]) -> Any:
+        """The result a RETURN carries, the error an ERROR carries (raised), or _MORE once an OCALL is served."""
+        kind = message[0]
+        if kind == Kind.RETURN and len(message) == 2:
+            return spec.check_result(message[1])
+        if kind == Kind.ERROR and len(message) == 4:
+            raise _error_from(message[1], message[2], message[3])
+        if kind == Kind.OCALL and len(message) == 3:
+            self._serve_ocall(channel, message[1], message[2])
+            return _MORE
+        raise _Desynchronized("the enclave answered with an unexpected message")
 
     def _serve_ocall(self, channel: Channel, name: object, args: object) -> None:
         # The enclave waits for this answer whatever the caller's deadline: send it whole, without a timeout.
@@ -273,6 +370,49 @@ class Enclave:
 
 class _Desynchronized(Exception):
     """The enclave sent a frame that does not fit the protocol at this point."""
+
+
+_MORE: Any = object()
+"""What :meth:`Enclave._answer` returns after serving an ocall: the call goes on."""
+
+_INLINE_FRAME = 64 * 1024
+"""The largest request or answer frame an ecall may have to run on the event loop (see :meth:`Enclave.acall`);
+a free channel's socket buffer holds it whole, so writing it cannot block."""
+
+
+def _inline(args: tuple[Any, ...]) -> bool:
+    """Whether ``args`` surely encode within the inline frame size (only scalars, byte and text strings)."""
+    size = 0
+    for arg in args:
+        if isinstance(arg, bytes | bytearray | memoryview):
+            size += len(arg)
+        elif isinstance(arg, str):
+            size += 4 * len(arg)
+        elif arg is not None and not isinstance(arg, int | float):
+            return False
+        size += 16
+    return size <= _INLINE_FRAME - 1024
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket, deadline: float | None) -> bool:
+    """Wait until ``sock`` has bytes to read (True) or ``deadline`` (time.monotonic) passes (False)."""
+    waiter: asyncio.Future[bool] = loop.create_future()
+
+    def settle(value: bool) -> None:
+        if not waiter.done():
+            waiter.set_result(value)
+
+    fd = sock.fileno()
+    loop.add_reader(fd, settle, True)
+    timer = (
+        None if deadline is None else loop.call_later(max(deadline - time.monotonic(), 0.0), settle, False)
+    )
+    try:
+        return await waiter
+    finally:
+        loop.remove_reader(fd)
+        if timer is not None:
+            timer.cancel()
 
 
 # Errors the enclave may report by type name and that keep their type in the host.

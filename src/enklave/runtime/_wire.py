@@ -26,10 +26,13 @@ code nor build more than the sender sent.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import enum
+import fcntl
 import socket
 import struct
+import termios
 from typing import Any
 
 import cbor2
@@ -113,6 +116,36 @@ class Channel:
             raise
         except OSError as exc:  # Broken pipe, reset, or closed under us by close() on another thread.
             raise ChannelClosed("the channel is closed") from exc
+
+    def frame_ready(self, limit: int) -> bool | None:
+        """Whether :meth:`receive` can return the next message now without waiting (for an event loop).
+
+        True when a whole frame of at most ``limit`` bytes has arrived; False when it has not (yet); None when the
+        answer needs a blocking :meth:`receive` anyway: the frame is larger than ``limit`` (the socket may never
+        hold all of it at once), part of it is already buffered here, or the peer closed the channel. Consumes
+        nothing.
+        """
+        if self._large is not None or self._skipping or self._start != self._end:
+            return None
+        try:
+            header = self._sock.recv(HEADER_SIZE, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return None
+        if not header:
+            return None
+        if len(header) < HEADER_SIZE:
+            return False
+        length: int = _HEADER.unpack(header)[0]
+        if HEADER_SIZE + length > limit:
+            return None
+        waiting = array.array("i", [0])
+        try:
+            fcntl.ioctl(self._sock.fileno(), termios.FIONREAD, waiting)
+        except OSError:
+            return None
+        return waiting[0] >= HEADER_SIZE + length
 
     def receive(self) -> list[Any]:
         """Receive one message: a list whose first element is a known :class:`Kind`.

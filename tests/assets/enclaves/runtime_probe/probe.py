@@ -44,6 +44,11 @@ def size(data: bytes) -> int:
 
 
 @enclave.ecall
+def filler(size: int) -> bytes:
+    return b"\xab" * size
+
+
+@enclave.ecall
 def add(a: int, b: int) -> int:
     return a + b
 
