@@ -124,8 +124,9 @@ class Metrics:
             self.duration.labels(route).observe(elapsed)
             if status >= 400:
                 self.errors.labels(route, _error_code(response)).inc()
-            line = {"event": "request", "route": route, "method": request.method, "status": status}
-            access_log.info(json.dumps({**line, "duration_ms": round(elapsed * 1000, 3)}))
+            if access_log.isEnabledFor(logging.INFO):
+                line = {"event": "request", "route": route, "method": request.method, "status": status}
+                access_log.info(json.dumps({**line, "duration_ms": round(elapsed * 1000, 3)}))
             return response
 
         return wrapped
