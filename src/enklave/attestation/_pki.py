@@ -100,7 +100,22 @@ def _check_issued_by(what: str, cert: x509.Certificate, issuer: x509.Certificate
     algorithm = cert.signature_hash_algorithm
     if not isinstance(key, ec.EllipticCurvePublicKey) or algorithm is None:
         raise CertificateChainError(f"{what} is not signed with ECDSA by {subject_of(issuer)}")
-    key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(algorithm))
+    # Every SGX certificate is signed with ECDSA-SHA256; reusing one ECDSA object saves a construction each.
+    signature_algorithm = _ECDSA_SHA256 if type(algorithm) is hashes.SHA256 else ec.ECDSA(algorithm)
+    key.verify(cert.signature, cert.tbs_certificate_bytes, signature_algorithm)
+
+
+Issued = list[tuple[x509.Certificate, x509.Certificate]]
+"""(certificate, issuer) pairs whose issuance one verification has already checked."""
+
+
+def _already_issued(verified: Issued, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    # A scan with identity first: certificates that differ compare unequal in a fraction of a microsecond, while
+    # hashing a certificate (what a set of pairs does) costs microseconds every time.
+    for seen_cert, seen_issuer in verified:
+        if (seen_cert is cert or seen_cert == cert) and (seen_issuer is issuer or seen_issuer == issuer):
+            return True
+    return False
 
 
 def check_chain(
@@ -109,11 +124,12 @@ def check_chain(
     roots: Sequence[TrustedRoot],
     now: datetime,
     window: Window,
-    verified: set[tuple[x509.Certificate, x509.Certificate]] | None = None,
-) -> TrustedRoot:
+    verified: Issued | None = None,
+) -> tuple[TrustedRoot, Sequence[x509.Certificate]]:
     """Verify a chain given leaf first, whose last element is (or is issued by) one of ``roots``.
 
-    Checks every certificate's validity at ``now`` and every issuance signature; returns the trusted root.
+    Checks every certificate's validity at ``now`` and every issuance signature; returns the trusted root and
+    the certificates below it (the chain without the root when the chain includes it).
     The root must be identical, byte for byte, to a trusted one: a self-signed look-alike is rejected.
     ``verified`` remembers (certificate, issuer) pairs already checked within one verification, because the
     collateral's chains share certificates (the PCK CA and the TCB signing certificate appear twice).
@@ -133,31 +149,50 @@ def check_chain(
             raise UntrustedRootError(
                 f"{what} ends in a certificate issued by no trusted root ({subject_of(last)})"
             )
-    check_certificate_time(what, root.certificate, now, window)
     issuer = root.certificate
+    check_certificate_time(what, issuer, now, window)
     for index in range(len(certs) - 1, -1, -1):
         cert = certs[index]
-        pair = (cert, issuer)
-        if verified is None or pair not in verified:
+        if verified is None:
             check_issued_by(f"{what}: certificate {index}", cert, issuer)
-            if verified is not None:
-                verified.add(pair)
-        check_certificate_time(f"{what}: certificate {index}", cert, now, window)
+        elif not _already_issued(verified, cert, issuer):
+            check_issued_by(f"{what}: certificate {index}", cert, issuer)
+            verified.append((cert, issuer))
+        # The validity window, as check_certificate_time checks it, with the message built only on failure.
+        not_before = cert.not_valid_before_utc
+        not_after = cert.not_valid_after_utc
+        if not not_before <= now <= not_after:
+            check_time(f"{what}: certificate {index}", not_before, not_after, now, window)
+        window.narrow(not_before, not_after)
         issuer = cert
-    return root
+    return root, certs
 
 
 _PEM_BEGIN = re.compile(rb"-----BEGIN ([^\r\n]*?)-----")
 
 
-def load_evidence_chain(pem: bytes, what: str, max_length: int) -> list[x509.Certificate]:
+def load_evidence_chain(
+    pem: bytes,
+    what: str,
+    max_length: int,
+    known: Sequence[x509.Certificate] = (),
+    known_tail: tuple[bytes, Sequence[x509.Certificate]] | None = None,
+) -> list[x509.Certificate]:
     """Load a PEM chain that came with evidence, forcing every lazily parsed field now.
 
     cryptography decodes names, extensions and keys on first access; touching them here turns a malformed
     certificate into :class:`InvalidQuote` at parse time instead of a ``ValueError`` deep inside a check.
+    A certificate equal (byte for byte) to one of ``known`` is that certificate: the known object takes its
+    place in the result, so that fields it has already decoded are not decoded again. ``known_tail`` is PEM
+    text with the certificates it holds (such as a collateral chain, checked against its text when it was
+    built): when ``pem`` ends with exactly that text after a complete certificate block, those certificates
+    are used as they are instead of being decoded again.
     """
+    chain = _load_with_known_tail(pem, known_tail)
     try:
-        chain = x509.load_pem_x509_certificates(pem)
+        if chain is None:
+            chain = x509.load_pem_x509_certificates(pem)
+        chain = [_known_or(cert, known) for cert in chain]
         for cert in chain:
             # Names are left lazy: decoding them costs more than the rest, the checks compare them in
             # Rust (verify_directly_issued_by), and messages go through subject_of(), which never raises.
@@ -179,6 +214,38 @@ def load_evidence_chain(pem: bytes, what: str, max_length: int) -> list[x509.Cer
     return chain
 
 
+def _known_or(cert: x509.Certificate, known: Sequence[x509.Certificate]) -> x509.Certificate:
+    for candidate in known:
+        if cert is candidate or cert == candidate:
+            return candidate
+    return cert
+
+
+_PEM_END_LINE = b"-----END CERTIFICATE-----\n"
+_PEM_BEGIN_LINE = b"-----BEGIN CERTIFICATE-----"
+
+
+def _load_with_known_tail(
+    pem: bytes, known_tail: tuple[bytes, Sequence[x509.Certificate]] | None
+) -> list[x509.Certificate] | None:
+    """The chain read from ``pem`` when it is a certificate block or more followed by the known tail text; None
+    when it is not, or when reading the head fails (the caller then reads the whole text, errors included)."""
+    if known_tail is None:
+        return None
+    tail_pem, tail_certs = known_tail
+    # The head must end with a whole END line and the tail start with a BEGIN line: then the PEM reader reads
+    # the concatenation as the head's blocks followed by the tail's, and the same text decodes the same way.
+    if not tail_pem.startswith(_PEM_BEGIN_LINE) or len(pem) <= len(tail_pem) or not pem.endswith(tail_pem):
+        return None
+    head = pem[: len(pem) - len(tail_pem)]
+    if not head.endswith(_PEM_END_LINE):
+        return None
+    try:
+        return [*x509.load_pem_x509_certificates(head), *tail_certs]
+    except ValueError:
+        return None
+
+
 def subject_of(cert: x509.Certificate) -> str:
     """The certificate's subject for messages; a malformed name never turns an error into a crash."""
     try:
@@ -196,7 +263,7 @@ def _issuer_is_subject(cert: x509.Certificate, issuer: x509.Certificate) -> bool
 
 def _find_root(cert: x509.Certificate, roots: Sequence[TrustedRoot]) -> TrustedRoot | None:
     for root in roots:
-        if cert == root.certificate:
+        if cert is root.certificate or cert == root.certificate:
             return root
     return None
 

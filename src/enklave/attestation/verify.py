@@ -69,7 +69,7 @@ class _CollateralCheck:
     collateral: QuoteCollateral  # kept alive so that id(collateral) cannot be reused while cached
     root: TrustedRoot
     window: Window
-    issued: frozenset[tuple[x509.Certificate, x509.Certificate]]  # (certificate, issuer) signatures checked
+    issued: tuple[tuple[x509.Certificate, x509.Certificate], ...]  # (certificate, issuer) signatures checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +82,12 @@ class _PckCheck:
     window: Window
 
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
 def _full_window() -> Window:
-    return Window(datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
+    return Window(_EARLIEST, _LATEST)
 
 
 class QuoteVerifier:
@@ -120,8 +124,13 @@ class QuoteVerifier:
                 f"the quote was produced by an unknown QE vendor ({header.qe_vendor_id.hex()})"
             )
 
-        checked = self._collateral_check(collateral, now)
-        pck = self._pck_check(parsed, checked, now)
+        if self._cache_size:
+            checked = self._collateral_check(collateral, now)
+            pck = self._pck_check(parsed, checked, now)
+        else:
+            # Without a cache, skip the lookups (hashing the PEM chain for a key alone costs microseconds).
+            checked = _check_collateral(collateral, self._roots, now)
+            pck = _check_pck(_pck_chain_source(parsed, collateral), checked, now)
 
         # 6. The QE report is signed by the PCK key.
         _pki.verify_raw_signature("QE report", pck.key, parsed.qe_report_signature, parsed.qe_report_raw)
@@ -221,50 +230,53 @@ class QuoteVerifier:
 
 
 def _masked(value: bytes, mask: bytes) -> bytes:
-    return bytes(a & b for a, b in zip(value, mask, strict=True))
+    # Masking the whole value as one integer is several times faster than masking byte by byte.
+    if len(value) != len(mask):
+        raise ValueError("value and mask differ in length")
+    return (int.from_bytes(value) & int.from_bytes(mask)).to_bytes(len(value))
 
 
 def _check_collateral(
     collateral: QuoteCollateral, roots: Sequence[TrustedRoot], now: datetime
 ) -> _CollateralCheck:
     window = _full_window()
-    issued: set[tuple[x509.Certificate, x509.Certificate]] = set()
+    issued: _pki.Issued = []
 
     # 1. Root of trust: the PCK CRL issuer chain fixes the root every other chain must end in.
     crl_chain = collateral.pck_crl_issuer_chain
-    root = _pki.check_chain("PCK CRL issuer chain", crl_chain, roots, now, window, issued)
+    root, below = _pki.check_chain("PCK CRL issuer chain", crl_chain, roots, now, window, issued)
 
     # 2. CRLs: the root CA CRL is issued by the root; the PCK CRL by the PCK CA that the chain certifies.
     root_crl = collateral.root_ca_crl
     _pki.check_crl("root CA CRL", root_crl, root.certificate, now, window)
-    pck_ca = _single_below_root("PCK CRL issuer chain", crl_chain, root, 1)[0]
+    pck_ca = _single_below_root("PCK CRL issuer chain", below, 1)[0]
     _pki.check_not_revoked("PCK CA of the PCK CRL issuer chain", pck_ca, root_crl)
     _pki.check_crl("PCK CRL", collateral.pck_crl, pck_ca, now, window)
 
     # 3. TCB info and QE identity: signing chains, revocation, signatures over the signed text, validity.
+    chain_roots = (root,)
     for what, chain, signed in (
         ("TCB info", collateral.tcb_info_issuer_chain, collateral.tcb_info),
         ("QE identity", collateral.qe_identity_issuer_chain, collateral.qe_identity),
     ):
-        chain_root = _pki.check_chain(f"{what} issuer chain", chain, [root], now, window, issued)
+        chain_root, below = _pki.check_chain(f"{what} issuer chain", chain, chain_roots, now, window, issued)
         if chain_root is not root:
             raise CertificateChainError(f"the {what} issuer chain ends in another root than the PCK chain")
-        signer = _single_below_root(f"{what} issuer chain", chain, root, 1)[0]
+        signer = _single_below_root(f"{what} issuer chain", below, 1)[0]
         _pki.check_not_revoked(f"{what} signing certificate", signer, root_crl)
         key = _pki.ec_public_key(f"{what} signing certificate", signer)
         _pki.verify_raw_signature(what, key, signed.signature, signed.body)
         _pki.check_time(what, signed.issue_date, signed.next_update, now, window)
     if collateral.qe_identity.id != "QE":
         raise CollateralMismatchError(f"the QE identity is for {collateral.qe_identity.id!r}, not the SGX QE")
-    return _CollateralCheck(collateral, root, window, frozenset(issued))
+    return _CollateralCheck(collateral, root, window, tuple(issued))
 
 
 def _single_below_root(
-    what: str, chain: Sequence[x509.Certificate], root: TrustedRoot, depth: int
+    what: str, below: Sequence[x509.Certificate], depth: int
 ) -> Sequence[x509.Certificate]:
-    """The certificates below the root, which Intel's PKI fixes at ``depth`` (1 for CRL and signing chains,
-    2 for PCK chains); the last one is issued by the root, so the root CA CRL covers it."""
-    below = chain[:-1] if chain[-1] == root.certificate else chain
+    """The certificates below the root (as check_chain returns them), which Intel's PKI fixes at ``depth`` (1 for
+    CRL and signing chains, 2 for PCK chains); the last one is issued by the root, so the root CA CRL covers it."""
     if len(below) != depth:
         raise CertificateChainError(f"{what} has {len(below)} certificates below the root, expected {depth}")
     return below
@@ -288,19 +300,25 @@ def _pck_chain_source(quote: Quote, collateral: QuoteCollateral) -> bytes:
 def _check_pck(chain_pem: bytes, checked: _CollateralCheck, now: datetime) -> _PckCheck:
     collateral = checked.collateral
     window = _full_window()
-    chain = _pki.load_evidence_chain(chain_pem, "the PCK certificate chain", _MAX_PCK_CHAIN)
+    # The PCK chain normally repeats the collateral's root and PCK CA: their already loaded objects stand in.
+    known = (checked.root.certificate, *collateral.pck_crl_issuer_chain)
+    # The quote usually carries the PCK CRL issuer chain's exact text after its leaf: that part is not decoded
+    # again (the collateral guarantees that its PEM text holds exactly its certificates).
+    tail = (collateral.pck_crl_issuer_chain_pem, collateral.pck_crl_issuer_chain)
+    chain = _pki.load_evidence_chain(chain_pem, "the PCK certificate chain", _MAX_PCK_CHAIN, known, tail)
 
     # 4. PCK chain: issuance up to the collateral's root, validity, revocation by the root CA and PCK CRLs.
-    issued = set(checked.issued)
-    root = _pki.check_chain("PCK certificate chain", chain, [checked.root], now, window, issued)
+    issued = list(checked.issued)
+    root, below = _pki.check_chain("PCK certificate chain", chain, (checked.root,), now, window, issued)
     if root is not checked.root:
         raise CertificateChainError("the PCK chain ends in another root than the collateral")
-    leaf, chain_ca = _single_below_root("PCK certificate chain", chain, root, 2)
+    leaf, chain_ca = _single_below_root("PCK certificate chain", below, 2)
     # The PCK CRL must be the one of the CA that issued this PCK certificate (processor or platform CA).
-    if chain_ca != collateral.pck_crl_issuer_chain[0]:
+    crl_ca = collateral.pck_crl_issuer_chain[0]
+    if chain_ca is not crl_ca and chain_ca != crl_ca:
         raise CollateralMismatchError(
             f"the PCK certificate is issued by {_pki.subject_of(chain_ca)}, but the PCK CRL is from "
-            f"{_pki.subject_of(collateral.pck_crl_issuer_chain[0])}"
+            f"{_pki.subject_of(crl_ca)}"
         )
     _pki.check_not_revoked("PCK CA of the PCK certificate chain", chain_ca, collateral.root_ca_crl)
     _pki.check_not_revoked("PCK certificate", leaf, collateral.pck_crl)

@@ -86,6 +86,10 @@ _PPID_SIZES = {
 }
 
 
+# IntEnum members hash and compare as their values, so this set answers "is this a known type?" for plain ints.
+_CERTIFICATION_DATA_TYPES = frozenset(CertificationDataType)
+
+
 @dataclass(frozen=True, slots=True)
 class QuoteHeader:
     """The 48-byte quote header."""
@@ -166,7 +170,7 @@ class CertificationData:
         """Read ``type (u16) | size (u32) | data`` and parse the content of the types that have structure."""
         start = r.offset
         cert_type = r.u16("certification data type")
-        if cert_type not in CertificationDataType.__members__.values():
+        if cert_type not in _CERTIFICATION_DATA_TYPES:
             raise InvalidQuote(f"unknown certification data type {cert_type}", offset=start)
         size = r.u32("certification data size")
         body = r.sub(size, f"certification data (type {cert_type})")

@@ -142,6 +142,18 @@ class ReportBody:
     report_data: ReportData
 
     def __post_init__(self) -> None:
+        # One expression checks every size and range (most bodies come from the parser, on the verification hot
+        # path); the loops below only run to name the first field that is wrong.
+        if (
+            (len(self.cpu_svn), len(self.reserved1), len(self.isv_ext_prod_id), len(self.mr_enclave),
+             len(self.reserved2), len(self.mr_signer), len(self.reserved3), len(self.config_id),
+             len(self.reserved4), len(self.isv_family_id), len(self.report_data)) == _BODY_BYTE_SIZES
+            and 0 <= self.misc_select < 1 << 32
+            and 0 <= self.isv_prod_id < 1 << 16
+            and 0 <= self.isv_svn < 1 << 16
+            and 0 <= self.config_svn < 1 << 16
+        ):  # fmt: skip
+            return
         for name, size in _BODY_BYTE_FIELDS:
             _check(getattr(self, name), size, name)
         for name, bits in (("misc_select", 32), ("isv_prod_id", 16), ("isv_svn", 16), ("config_svn", 16)):
@@ -217,6 +229,7 @@ _BODY_BYTE_FIELDS = (
     ("mr_signer", 32), ("reserved3", 32), ("config_id", 64), ("reserved4", 42), ("isv_family_id", 16),
     ("report_data", 64),
 )  # fmt: skip
+_BODY_BYTE_SIZES = tuple(size for _, size in _BODY_BYTE_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
