@@ -272,6 +272,9 @@ def test_a_crash_mid_async_call_is_reported(probe_bundle: tuple[Path, Bundle], h
     with host.load(probe_bundle[0], mode="sim", home=home) as doomed:
 
         async def run() -> None:
+            assert [await doomed.aecall.add(i, i) for i in range(20)] == [2 * i for i in range(20)]
+            # Small calls one at a time ran on the event loop: no worker thread pool was ever needed.
+            assert doomed._executor is None
             with pytest.raises(EnclaveCrashedError, match="exited with status 4"):
                 await doomed.aecall.crash(4)
             with pytest.raises(EnclaveCrashedError, match="exited with status 4"):

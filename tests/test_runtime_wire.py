@@ -148,6 +148,24 @@ def test_a_frame_split_across_reads_and_a_timeout_loses_nothing(pair: tuple[Chan
     assert channel.receive() == [1, b"payload"]
 
 
+def test_frame_ready_says_when_receive_would_not_wait(pair: tuple[Channel, socket.socket]) -> None:
+    channel, peer = pair
+    frame = _frame(cbor2.dumps([1, b"answer"]))
+    assert channel.frame_ready(1024) is False  # nothing yet: wait for readability
+    peer.sendall(frame[:2])
+    assert channel.frame_ready(1024) is None  # a partial header: a blocking receive finishes it
+    peer.sendall(frame[2:6])
+    assert channel.frame_ready(1024) is None  # a header without its whole payload: the same
+    peer.sendall(frame[6:])
+    assert channel.frame_ready(len(frame) - 1) is None  # whole, but larger than the caller takes inline
+    assert channel.frame_ready(len(frame)) is True
+    assert channel.frame_ready(len(frame)) is True  # it consumed nothing
+    assert channel.receive() == [1, b"answer"]
+    assert channel.frame_ready(1024) is False
+    peer.close()
+    assert channel.frame_ready(1024) is None  # the peer closed: receive() reports it
+
+
 def test_oversized_frames_are_skipped_and_the_stream_stays_in_step(
     pair: tuple[Channel, socket.socket],
 ) -> None:

@@ -198,10 +198,10 @@ class Enclave:
         """:meth:`call` from asyncio; the event loop keeps going while the enclave works.
 
         A call whose arguments and answer are small runs on the event loop itself: the request is written to the
-        channel (it fits the empty socket buffer, so the write does not block) and the loop wakes when the whole
-        answer has arrived, which spares two thread hand-overs per call. A call with large arguments or answer,
-        one that makes ocalls (host functions may block) and one that finds every enclave thread busy continue on
-        a worker thread.
+        channel (it fits the empty socket buffer, so the write does not block), the loop wakes when the answer
+        arrives and reads it when it has arrived whole, which spares two thread hand-overs per call. A call with
+        large arguments or answer, an answer that arrives in pieces, a call that makes ocalls (host functions may
+        block) and one that finds every enclave thread busy continue on a worker thread.
         """
         spec = self._spec(name)
         loop = asyncio.get_running_loop()

@@ -120,10 +120,11 @@ class Channel:
     def frame_ready(self, limit: int) -> bool | None:
         """Whether :meth:`receive` can return the next message now without waiting (for an event loop).
 
-        True when a whole frame of at most ``limit`` bytes has arrived; False when it has not (yet); None when the
-        answer needs a blocking :meth:`receive` anyway: the frame is larger than ``limit`` (the socket may never
-        hold all of it at once), part of it is already buffered here, or the peer closed the channel. Consumes
-        nothing.
+        True when a whole frame of at most ``limit`` bytes has arrived; False when no byte of it has; None when
+        the answer needs a blocking :meth:`receive`: part of the frame has arrived (the rest is on its way, and
+        waiting for readability again would find the same bytes), the frame is larger than ``limit`` (the socket
+        may never hold all of it at once), bytes are buffered here already, or the peer closed the channel.
+        Consumes nothing.
         """
         if self._large is not None or self._skipping or self._start != self._end:
             return None
@@ -133,10 +134,8 @@ class Channel:
             return False
         except OSError:
             return None
-        if not header:
-            return None
         if len(header) < HEADER_SIZE:
-            return False
+            return None
         length: int = _HEADER.unpack(header)[0]
         if HEADER_SIZE + length > limit:
             return None
@@ -145,7 +144,7 @@ class Channel:
             fcntl.ioctl(self._sock.fileno(), termios.FIONREAD, waiting)
         except OSError:
             return None
-        return waiting[0] >= HEADER_SIZE + length
+        return True if waiting[0] >= HEADER_SIZE + length else None
 
     def receive(self) -> list[Any]:
         """Receive one message: a list whose first element is a known :class:`Kind`.
