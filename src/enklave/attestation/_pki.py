@@ -16,6 +16,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from enklave.attestation.trust import TrustedRoot
 from enklave.errors import (
@@ -27,8 +28,58 @@ from enklave.errors import (
     SignatureError,
     UntrustedRootError,
 )
+from enklave.sgx._der import TAG_SEQUENCE, read_tlv
 
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+# AlgorithmIdentifier { ecdsa-with-SHA256 } with its parameters absent (RFC 5758 §3.2), as DER: what every
+# certificate and CRL of the SGX PKI is signed with.
+ECDSA_WITH_SHA256_DER = bytes.fromhex("300a06082a8648ce3d040302")
+_TAG_INTEGER = 0x02
+_TAG_BIT_STRING = 0x03
+_TAG_VERSION = 0xA0  # [0] EXPLICIT Version in a TBSCertificate
+
+
+def _element(der: bytes, pos: int, end: int, tag: int, what: str) -> tuple[int, int]:
+    found, start, stop = read_tlv(der, pos, end)
+    if found != tag:
+        raise ValueError(f"{what}: expected identifier 0x{tag:02x}, found 0x{found:02x} at byte offset {pos}")
+    return start, stop
+
+
+def split_signed(der: bytes, certificate: bool) -> tuple[bytes, bytes, bytes]:
+    """Split a Certificate (RFC 5280 §4.1) or, with ``certificate`` false, a CertificateList (§5.1) DER into
+    ``(signed bytes, signatureAlgorithm TLV, signature)``.
+
+    Both are SEQUENCE { tbs, signatureAlgorithm, signatureValue }: the signed bytes are the first element's
+    whole TLV, sliced from the original encoding (never re-encoded), and the signature is the signatureValue
+    BIT STRING's bytes. Raises ``ValueError`` (``DerError`` for bad DER) when the layout is not that, when
+    bytes trail, when the BIT STRING has unused bits, or when the outer signatureAlgorithm differs from the
+    TBS's inner ``signature`` field (RFC 5280 §4.1.1.2 and §5.1.1.2 require them to be identical).
+    """
+    end = len(der)
+    start, stop = _element(der, 0, end, TAG_SEQUENCE, "signed object")
+    if stop != end:
+        raise ValueError(f"{end - stop} bytes trail the signed object")
+    pos, tbs_end = _element(der, start, stop, TAG_SEQUENCE, "TBS")
+    algorithm_end = _element(der, tbs_end, stop, TAG_SEQUENCE, "signatureAlgorithm")[1]
+    signature_start, signature_end = _element(der, algorithm_end, stop, _TAG_BIT_STRING, "signatureValue")
+    if signature_end != stop:
+        raise ValueError("data follows the signatureValue")
+    if signature_start == signature_end or der[signature_start] != 0:
+        raise ValueError("the signatureValue BIT STRING has unused bits")
+    # The inner signature AlgorithmIdentifier follows [0] version and serialNumber in a TBSCertificate, and
+    # the optional version INTEGER in a TBSCertList. A DER element is self-delimiting, so the inner field is
+    # identical to the outer one exactly when the outer TLV's bytes stand at its place, inside the TBS.
+    if certificate:
+        if pos < tbs_end and der[pos] == _TAG_VERSION:
+            pos = read_tlv(der, pos, tbs_end)[2]
+        pos = _element(der, pos, tbs_end, _TAG_INTEGER, "serialNumber")[1]
+    elif pos < tbs_end and der[pos] == _TAG_INTEGER:
+        pos = read_tlv(der, pos, tbs_end)[2]
+    algorithm = der[tbs_end:algorithm_end]
+    if pos + len(algorithm) > tbs_end or not der.startswith(algorithm, pos):
+        raise ValueError("the inner and outer signature algorithms differ")
+    return der[start:tbs_end], algorithm, der[signature_start + 1 : signature_end]
 
 
 @dataclass(slots=True)
@@ -74,35 +125,47 @@ def ec_public_key(what: str, cert: x509.Certificate) -> ec.EllipticCurvePublicKe
     return key
 
 
-def check_issued_by(what: str, cert: x509.Certificate, issuer: x509.Certificate) -> None:
-    """Check that ``issuer`` is a CA that signed ``cert`` (issuer name and signature)."""
+def check_issued_by(
+    what: str, cert: x509.Certificate, issuer: x509.Certificate, der: bytes | None = None
+) -> None:
+    """Check that ``issuer`` is a CA that signed ``cert`` (issuer name and signature).
+
+    ``der`` is the certificate's original DER when the caller has it (the object must have been parsed from
+    exactly these bytes); without it the certificate is encoded again, which gives the same bytes.
+    """
     try:
-        _check_issued_by(what, cert, issuer)
+        _check_issued_by(what, cert, issuer, der)
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
         # Certificates parse lazily: a malformed name, extension or algorithm surfaces here as ValueError.
         raise CertificateChainError(
-            f"{what} is not issued by {subject_of(issuer)}: {exc or 'bad signature'}"
+            f"{what} is not issued by {subject_of(issuer)}: {str(exc) or 'bad signature'}"
         ) from exc
 
 
-def _check_issued_by(what: str, cert: x509.Certificate, issuer: x509.Certificate) -> None:
+def _check_issued_by(what: str, cert: x509.Certificate, issuer: x509.Certificate, der: bytes | None) -> None:
     try:
         constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         constraints = None
     if constraints is None or not constraints.ca:
         raise CertificateChainError(f"the issuer of {what} ({subject_of(issuer)}) is not a CA")
-    # The issuer's name and signature, checked as verify_directly_issued_by would, but straight on the TBS bytes
-    # with the issuer's ECDSA key: a third faster, on the hot path of uncached verification.
+    # The issuer's name and signature, checked as verify_directly_issued_by would (inner and outer signature
+    # algorithms included), but straight on the signed bytes with the issuer's ECDSA key: faster, on the hot
+    # path of uncached verification.
     if cert.issuer != issuer.subject:
         raise CertificateChainError(f"{what} names another issuer than {subject_of(issuer)}")
     key = issuer.public_key()
-    algorithm = cert.signature_hash_algorithm
-    if not isinstance(key, ec.EllipticCurvePublicKey) or algorithm is None:
-        raise CertificateChainError(f"{what} is not signed with ECDSA by {subject_of(issuer)}")
+    tbs, algorithm, signature = split_signed(
+        der if der is not None else cert.public_bytes(Encoding.DER), True
+    )
     # Every SGX certificate is signed with ECDSA-SHA256; reusing one ECDSA object saves a construction each.
-    signature_algorithm = _ECDSA_SHA256 if type(algorithm) is hashes.SHA256 else ec.ECDSA(algorithm)
-    key.verify(cert.signature, cert.tbs_certificate_bytes, signature_algorithm)
+    signature_algorithm: ec.ECDSA | None = _ECDSA_SHA256
+    if algorithm != ECDSA_WITH_SHA256_DER:
+        hash_algorithm = cert.signature_hash_algorithm
+        signature_algorithm = None if hash_algorithm is None else ec.ECDSA(hash_algorithm)
+    if not isinstance(key, ec.EllipticCurvePublicKey) or signature_algorithm is None:
+        raise CertificateChainError(f"{what} is not signed with ECDSA by {subject_of(issuer)}")
+    key.verify(signature, tbs, signature_algorithm)
 
 
 Issued = list[tuple[x509.Certificate, x509.Certificate]]
@@ -125,6 +188,7 @@ def check_chain(
     now: datetime,
     window: Window,
     verified: Issued | None = None,
+    ders: Sequence[bytes | None] | None = None,
 ) -> tuple[TrustedRoot, Sequence[x509.Certificate]]:
     """Verify a chain given leaf first, whose last element is (or is issued by) one of ``roots``.
 
@@ -133,11 +197,12 @@ def check_chain(
     The root must be identical, byte for byte, to a trusted one: a self-signed look-alike is rejected.
     ``verified`` remembers (certificate, issuer) pairs already checked within one verification, because the
     collateral's chains share certificates (the PCK CA and the TCB signing certificate appear twice).
+    ``ders``, when given, holds the original DER of each certificate of ``chain`` (None where unknown).
     """
     if not chain:
         raise InvalidCollateral(f"{what}: empty certificate chain")
     last = chain[-1]
-    root = _find_root(last, roots)
+    root = _find_root(last, roots, None if ders is None else ders[-1])
     if root is not None:
         certs = chain[:-1]
     elif _issuer_is_subject(last, last):
@@ -153,11 +218,12 @@ def check_chain(
     check_certificate_time(what, issuer, now, window)
     for index in range(len(certs) - 1, -1, -1):
         cert = certs[index]
-        if verified is None:
-            check_issued_by(f"{what}: certificate {index}", cert, issuer)
-        elif not _already_issued(verified, cert, issuer):
-            check_issued_by(f"{what}: certificate {index}", cert, issuer)
-            verified.append((cert, issuer))
+        if verified is None or not _already_issued(verified, cert, issuer):
+            check_issued_by(
+                f"{what}: certificate {index}", cert, issuer, None if ders is None else ders[index]
+            )
+            if verified is not None:
+                verified.append((cert, issuer))
         # The validity window, as check_certificate_time checks it, with the message built only on failure.
         not_before = cert.not_valid_before_utc
         not_after = cert.not_valid_after_utc
@@ -188,10 +254,29 @@ def load_evidence_chain(
     built): when ``pem`` ends with exactly that text after a complete certificate block, those certificates
     are used as they are instead of being decoded again.
     """
-    chain = _load_with_known_tail(pem, known_tail)
+    return load_evidence_chain_der(pem, what, max_length, known, known_tail)[0]
+
+
+def load_evidence_chain_der(
+    pem: bytes,
+    what: str,
+    max_length: int,
+    known: Sequence[x509.Certificate] = (),
+    known_tail: tuple[bytes, Sequence[x509.Certificate]] | None = None,
+    tail_ders: Sequence[bytes] | None = None,
+) -> tuple[list[x509.Certificate], list[bytes | None]]:
+    """:func:`load_evidence_chain`, with the original DER of each certificate where it is known (else None).
+
+    ``tail_ders`` is the DER of each certificate of ``known_tail``. The DER returned for a certificate is
+    that from which it (or an equal certificate) was parsed, for :func:`check_chain`.
+    """
+    loaded = _load_with_known_tail(pem, known_tail, tail_ders)
     try:
-        if chain is None:
+        if loaded is None:
             chain = x509.load_pem_x509_certificates(pem)
+            ders: list[bytes | None] = [None] * len(chain)
+        else:
+            chain, ders = loaded
         chain = [_known_or(cert, known) for cert in chain]
         for cert in chain:
             # Names are left lazy: decoding them costs more than the rest, the checks compare them in
@@ -211,7 +296,7 @@ def load_evidence_chain(
         or pem.count(b"-----END CERTIFICATE-----") != len(chain)
     ):
         raise InvalidQuote(f"{what} holds PEM blocks that are not certificates")
-    return chain
+    return chain, ders
 
 
 def _known_or(cert: x509.Certificate, known: Sequence[x509.Certificate]) -> x509.Certificate:
@@ -226,8 +311,10 @@ _PEM_BEGIN_LINE = b"-----BEGIN CERTIFICATE-----"
 
 
 def _load_with_known_tail(
-    pem: bytes, known_tail: tuple[bytes, Sequence[x509.Certificate]] | None
-) -> list[x509.Certificate] | None:
+    pem: bytes,
+    known_tail: tuple[bytes, Sequence[x509.Certificate]] | None,
+    tail_ders: Sequence[bytes] | None,
+) -> tuple[list[x509.Certificate], list[bytes | None]] | None:
     """The chain read from ``pem`` when it is a certificate block or more followed by the known tail text; None
     when it is not, or when reading the head fails (the caller then reads the whole text, errors included)."""
     if known_tail is None:
@@ -240,10 +327,12 @@ def _load_with_known_tail(
     head = pem[: len(pem) - len(tail_pem)]
     if not head.endswith(_PEM_END_LINE):
         return None
+    tail: list[bytes | None] = [None] * len(tail_certs) if tail_ders is None else [*tail_ders]
     try:
-        return [*x509.load_pem_x509_certificates(head), *tail_certs]
+        head_certs = x509.load_pem_x509_certificates(head)
     except ValueError:
         return None
+    return [*head_certs, *tail_certs], [*([None] * len(head_certs)), *tail]
 
 
 def subject_of(cert: x509.Certificate) -> str:
@@ -261,9 +350,11 @@ def _issuer_is_subject(cert: x509.Certificate, issuer: x509.Certificate) -> bool
         return False
 
 
-def _find_root(cert: x509.Certificate, roots: Sequence[TrustedRoot]) -> TrustedRoot | None:
+def _find_root(cert: x509.Certificate, roots: Sequence[TrustedRoot], der: bytes | None) -> TrustedRoot | None:
+    # The certificate's DER (when known) equal to the root's is the same certificate, found with a byte
+    # comparison instead of the library's structural one, which costs microseconds even for equal objects.
     for root in roots:
-        if cert is root.certificate or cert == root.certificate:
+        if (der is not None and der == root.der) or cert is root.certificate or cert == root.certificate:
             return root
     return None
 
@@ -276,20 +367,49 @@ def _find_issuing_root(cert: x509.Certificate, roots: Sequence[TrustedRoot]) -> 
 
 
 def check_crl(
-    what: str, crl: x509.CertificateRevocationList, issuer: x509.Certificate, now: datetime, window: Window
+    what: str,
+    crl: x509.CertificateRevocationList,
+    issuer: x509.Certificate,
+    now: datetime,
+    window: Window,
+    der: bytes | None = None,
 ) -> None:
     """Check a CRL's signature by ``issuer`` and its thisUpdate/nextUpdate window.
 
-    The signature alone binds the CRL to its issuer: comparing names as well would add cost on the hot path
-    and no assurance, since only the issuer's key can produce the signature.
+    ``der`` is the CRL's original DER when the caller has it (the object must have been parsed from exactly
+    these bytes). The signature alone binds the CRL to its issuer: comparing names as well would add cost on
+    the hot path and no assurance, since only the issuer's key can produce the signature.
     """
     key = issuer.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(key):
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not _crl_signature_valid(crl, key, der):
         raise SignatureError(f"{what}: signature does not verify with {subject_of(issuer)}")
     next_update = crl.next_update_utc
     if next_update is None:
         raise InvalidCollateral(f"{what} has no nextUpdate")
     check_time(what, crl.last_update_utc, next_update, now, window)
+
+
+def _crl_signature_valid(
+    crl: x509.CertificateRevocationList, key: ec.EllipticCurvePublicKey, der: bytes | None
+) -> bool:
+    """What ``crl.is_signature_valid(key)`` answers, checked on the CRL's original DER when it is at hand."""
+    if der is None:
+        return crl.is_signature_valid(key)
+    try:
+        tbs, algorithm, signature = split_signed(der, False)
+    except ValueError:
+        # A layout this reader does not take (or inner and outer algorithms that differ, which
+        # is_signature_valid refuses too) gets the library's own answer.
+        return crl.is_signature_valid(key)
+    if algorithm != ECDSA_WITH_SHA256_DER:
+        return crl.is_signature_valid(key)
+    # The same inner/outer algorithm check and ECDSA-SHA256 verification as is_signature_valid, straight on
+    # the signed bytes: it spares that call's re-encoding of the TBS.
+    try:
+        key.verify(signature, tbs, _ECDSA_SHA256)
+    except InvalidSignature:
+        return False
+    return True
 
 
 def check_not_revoked(what: str, cert: x509.Certificate, crl: x509.CertificateRevocationList) -> None:

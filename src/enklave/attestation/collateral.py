@@ -43,6 +43,7 @@ __all__ = [
     "QeIdentity",
     "QeTcbLevel",
     "QuoteCollateral",
+    "SignedDer",
     "TcbInfo",
     "TcbLevel",
     "TcbStatus",
@@ -143,16 +144,31 @@ def _next_update(crl: x509.CertificateRevocationList) -> datetime:
     return value
 
 
-def _chain_pem(name: str, chain: tuple[x509.Certificate, ...], pem: bytes) -> bytes:
-    """The PEM text of ``chain``: ``pem`` when it holds exactly these certificates, else encoded anew."""
+def _chain_pem(name: str, chain: tuple[x509.Certificate, ...], pem: bytes) -> tuple[bytes, tuple[bytes, ...]]:
+    """The PEM text of ``chain`` (``pem`` when it holds exactly these certificates, else encoded anew) and the
+    DER of each certificate (the parser takes strict DER only, so a certificate encodes to the bytes it was
+    read from)."""
     if not 1 <= len(chain) <= MAX_CHAIN_LENGTH:
         raise _invalid(f"{name} needs 1..{MAX_CHAIN_LENGTH} certificates, has {len(chain)}")
+    ders = tuple(certificate.public_bytes(Encoding.DER) for certificate in chain)
     if not pem:
-        return b"".join(certificate.public_bytes(Encoding.PEM) for certificate in chain)
+        return b"".join(certificate.public_bytes(Encoding.PEM) for certificate in chain), ders
     # The PEM text is what to_json() writes, so it must never disagree with the certificates verified.
     if parse_pem_chain(pem) != chain:
         raise _invalid(f"{name}_pem does not hold the certificates of {name}")
-    return bytes(pem)
+    return bytes(pem), ders
+
+
+@dataclass(frozen=True, slots=True)
+class SignedDer:
+    """The DER of a collateral's certificates (chain by chain) and CRLs: each object was parsed from, or
+    encodes to, exactly these bytes, so signature checks slice their signed bytes from them."""
+
+    pck_crl_issuer_chain: tuple[bytes, ...]
+    tcb_info_issuer_chain: tuple[bytes, ...]
+    qe_identity_issuer_chain: tuple[bytes, ...]
+    root_ca_crl: bytes
+    pck_crl: bytes
 
 
 _REQUIRED_KEYS = (
@@ -195,19 +211,32 @@ class QuoteCollateral:
     qe_identity_issuer_chain_pem: bytes = field(default=b"", repr=False, compare=False, kw_only=True)
     pck_certificate_chain_pem: bytes = field(default=b"", repr=False, compare=False, kw_only=True)
 
+    signed_der: SignedDer = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
+        ders: list[tuple[bytes, ...]] = []
         for name in ("pck_crl_issuer_chain", "tcb_info_issuer_chain", "qe_identity_issuer_chain"):
-            pem = _chain_pem(name, getattr(self, name), getattr(self, f"{name}_pem"))
+            pem, der = _chain_pem(name, getattr(self, name), getattr(self, f"{name}_pem"))
             object.__setattr__(self, f"{name}_pem", pem)
+            ders.append(der)
         if self.pck_certificate_chain is not None:
             pem = _chain_pem(
                 "pck_certificate_chain", self.pck_certificate_chain, self.pck_certificate_chain_pem
-            )
+            )[0]
             object.__setattr__(self, "pck_certificate_chain_pem", pem)
         elif self.pck_certificate_chain_pem:
             raise UsageError("pck_certificate_chain_pem is set but pck_certificate_chain is not")
         _next_update(self.root_ca_crl)
         _next_update(self.pck_crl)
+        # CRL objects re-encode exactly to the DER they were parsed from (the parser takes strict DER only).
+        signed_der = SignedDer(
+            ders[0],
+            ders[1],
+            ders[2],
+            self.root_ca_crl.public_bytes(Encoding.DER),
+            self.pck_crl.public_bytes(Encoding.DER),
+        )
+        object.__setattr__(self, "signed_der", signed_der)
 
     @property
     def fmspc(self) -> bytes:

@@ -241,25 +241,36 @@ def _check_collateral(
 ) -> _CollateralCheck:
     window = _full_window()
     issued: _pki.Issued = []
+    # Signatures are checked on the signed bytes sliced from the DER each object was parsed from.
+    der = collateral.signed_der
 
     # 1. Root of trust: the PCK CRL issuer chain fixes the root every other chain must end in.
     crl_chain = collateral.pck_crl_issuer_chain
-    root, below = _pki.check_chain("PCK CRL issuer chain", crl_chain, roots, now, window, issued)
+    root, below = _pki.check_chain(
+        "PCK CRL issuer chain", crl_chain, roots, now, window, issued, der.pck_crl_issuer_chain
+    )
 
     # 2. CRLs: the root CA CRL is issued by the root; the PCK CRL by the PCK CA that the chain certifies.
     root_crl = collateral.root_ca_crl
-    _pki.check_crl("root CA CRL", root_crl, root.certificate, now, window)
+    _pki.check_crl("root CA CRL", root_crl, root.certificate, now, window, der.root_ca_crl)
     pck_ca = _single_below_root("PCK CRL issuer chain", below, 1)[0]
     _pki.check_not_revoked("PCK CA of the PCK CRL issuer chain", pck_ca, root_crl)
-    _pki.check_crl("PCK CRL", collateral.pck_crl, pck_ca, now, window)
+    _pki.check_crl("PCK CRL", collateral.pck_crl, pck_ca, now, window, der.pck_crl)
 
     # 3. TCB info and QE identity: signing chains, revocation, signatures over the signed text, validity.
     chain_roots = (root,)
-    for what, chain, signed in (
-        ("TCB info", collateral.tcb_info_issuer_chain, collateral.tcb_info),
-        ("QE identity", collateral.qe_identity_issuer_chain, collateral.qe_identity),
+    for what, chain, signed, ders in (
+        ("TCB info", collateral.tcb_info_issuer_chain, collateral.tcb_info, der.tcb_info_issuer_chain),
+        (
+            "QE identity",
+            collateral.qe_identity_issuer_chain,
+            collateral.qe_identity,
+            der.qe_identity_issuer_chain,
+        ),
     ):
-        chain_root, below = _pki.check_chain(f"{what} issuer chain", chain, chain_roots, now, window, issued)
+        chain_root, below = _pki.check_chain(
+            f"{what} issuer chain", chain, chain_roots, now, window, issued, ders
+        )
         if chain_root is not root:
             raise CertificateChainError(f"the {what} issuer chain ends in another root than the PCK chain")
         signer = _single_below_root(f"{what} issuer chain", below, 1)[0]
@@ -301,15 +312,22 @@ def _check_pck(chain_pem: bytes, checked: _CollateralCheck, now: datetime) -> _P
     collateral = checked.collateral
     window = _full_window()
     # The PCK chain normally repeats the collateral's root and PCK CA: their already loaded objects stand in.
-    known = (checked.root.certificate, *collateral.pck_crl_issuer_chain)
+    known = (*collateral.pck_crl_issuer_chain, checked.root.certificate)
     # The quote usually carries the PCK CRL issuer chain's exact text after its leaf: that part is not decoded
     # again (the collateral guarantees that its PEM text holds exactly its certificates).
     tail = (collateral.pck_crl_issuer_chain_pem, collateral.pck_crl_issuer_chain)
-    chain = _pki.load_evidence_chain(chain_pem, "the PCK certificate chain", _MAX_PCK_CHAIN, known, tail)
+    chain, ders = _pki.load_evidence_chain_der(
+        chain_pem,
+        "the PCK certificate chain",
+        _MAX_PCK_CHAIN,
+        known,
+        tail,
+        collateral.signed_der.pck_crl_issuer_chain,
+    )
 
     # 4. PCK chain: issuance up to the collateral's root, validity, revocation by the root CA and PCK CRLs.
     issued = list(checked.issued)
-    root, below = _pki.check_chain("PCK certificate chain", chain, (checked.root,), now, window, issued)
+    root, below = _pki.check_chain("PCK certificate chain", chain, (checked.root,), now, window, issued, ders)
     if root is not checked.root:
         raise CertificateChainError("the PCK chain ends in another root than the collateral")
     leaf, chain_ca = _single_below_root("PCK certificate chain", below, 2)

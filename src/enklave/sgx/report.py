@@ -113,7 +113,8 @@ class Attributes:
 # sgx_report_body_t: cpu_svn[16] misc_select(u32) reserved1[12] isv_ext_prod_id[16] attributes[16]
 # mr_enclave[32] reserved2[32] mr_signer[32] reserved3[32] config_id[64] isv_prod_id(u16) isv_svn(u16)
 # config_svn(u16) reserved4[42] isv_family_id[16] report_data[64]
-_BODY = struct.Struct("<16sI12s16s16s32s32s32s32s64sHHH42s16s64s")
+# The attributes are read as their two 64-bit fields (flags, XFRM), as Attributes.from_bytes reads them.
+_BODY = struct.Struct("<16sI12s16sQQ32s32s32s32s64sHHH42s16s64s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,17 +167,19 @@ class ReportBody:
         """Parse exactly 384 bytes; raises :class:`InvalidQuote` on a wrong size."""
         expect_size(data, REPORT_BODY_SIZE, "report body")
         f = _BODY.unpack(data)
+        # The NewTypes (CpuSvn, MrEnclave, MrSigner, ConfigId, ReportData) are plain bytes at run time: calling
+        # them would only cost time on the verification hot path.
         return cls(
-            CpuSvn(f[0]), f[1], f[2], f[3], Attributes.from_bytes(f[4]), MrEnclave(f[5]), f[6], MrSigner(f[7]),
-            f[8], ConfigId(f[9]), f[10], f[11], f[12], f[13], f[14], ReportData(f[15]),
+            f[0], f[1], f[2], f[3], Attributes(f[4], f[5]), f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13],
+            f[14], f[15], f[16],
         )  # fmt: skip
 
     def to_bytes(self) -> bytes:
         """The 384-byte encoding."""
         return _BODY.pack(
-            self.cpu_svn, self.misc_select, self.reserved1, self.isv_ext_prod_id, self.attributes.to_bytes(),
-            self.mr_enclave, self.reserved2, self.mr_signer, self.reserved3, self.config_id, self.isv_prod_id,
-            self.isv_svn, self.config_svn, self.reserved4, self.isv_family_id, self.report_data,
+            self.cpu_svn, self.misc_select, self.reserved1, self.isv_ext_prod_id, self.attributes.flags,
+            self.attributes.xfrm, self.mr_enclave, self.reserved2, self.mr_signer, self.reserved3, self.config_id,
+            self.isv_prod_id, self.isv_svn, self.config_svn, self.reserved4, self.isv_family_id, self.report_data,
         )  # fmt: skip
 
     @property

@@ -1,0 +1,168 @@
+"""Signatures checked on the signed bytes sliced from the original DER agree with the library's own checks: the
+same signed bytes, the same verdicts, the same refusals (error type and message), inner and outer algorithms."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from conftest import REAL_INSIDE
+from enklave.attestation import _pki
+from enklave.attestation.collateral import QuoteCollateral, parse_crl
+from enklave.attestation.verify import verify_quote
+from enklave.errors import CertificateChainError, InvalidCollateral, SignatureError
+from enklave.sgx.quote import Quote
+
+# ecdsa-with-SHA256 and ecdsa-with-SHA384 AlgorithmIdentifiers (RFC 5758 §3.2): they differ in the last byte.
+SHA256_ALG = bytes.fromhex("300a06082a8648ce3d040302")
+SHA384_ALG = bytes.fromhex("300a06082a8648ce3d040303")
+
+
+def _outer_algorithm_swapped(der: bytes) -> bytes:
+    """The DER with its outer signatureAlgorithm (the last AlgorithmIdentifier) changed to ECDSA-SHA384."""
+    at = der.rindex(SHA256_ALG)
+    return der[:at] + SHA384_ALG + der[at + len(SHA384_ALG) :]
+
+
+# -- signed DER ------------------------------------------------------------------------------------------
+
+
+def test_split_signed_gives_the_library_signed_bytes(real_collateral: QuoteCollateral) -> None:
+    chains = real_collateral.pck_crl_issuer_chain + real_collateral.tcb_info_issuer_chain
+    for cert in chains:
+        assert _pki.split_signed(cert.public_bytes(Encoding.DER), True) == (
+            cert.tbs_certificate_bytes, SHA256_ALG, cert.signature,
+        )  # fmt: skip
+    for crl in (real_collateral.root_ca_crl, real_collateral.pck_crl):
+        assert _pki.split_signed(crl.public_bytes(Encoding.DER), False) == (
+            crl.tbs_certlist_bytes, SHA256_ALG, crl.signature,
+        )  # fmt: skip
+
+
+def test_collateral_keeps_the_der_of_its_objects(real_collateral: QuoteCollateral) -> None:
+    der = real_collateral.signed_der
+    assert der.pck_crl_issuer_chain == tuple(
+        cert.public_bytes(Encoding.DER) for cert in real_collateral.pck_crl_issuer_chain
+    )
+    assert der.tcb_info_issuer_chain[0] == real_collateral.tcb_info_issuer_chain[0].public_bytes(Encoding.DER)
+    assert der.pck_crl == real_collateral.pck_crl.public_bytes(Encoding.DER)
+    # Built from objects without PEM text, the DER is encoded from them.
+    bare = dataclasses.replace(real_collateral, pck_crl_issuer_chain_pem=b"", tcb_info_issuer_chain_pem=b"")
+    assert bare.signed_der == der
+
+
+def test_split_signed_refuses_other_layouts(real_collateral: QuoteCollateral) -> None:
+    der = real_collateral.pck_crl_issuer_chain[0].public_bytes(Encoding.DER)
+    with pytest.raises(ValueError, match="inner and outer signature algorithms differ"):
+        _pki.split_signed(_outer_algorithm_swapped(der), True)
+    with pytest.raises(ValueError, match="trail"):
+        _pki.split_signed(der + b"\x00", True)
+    with pytest.raises(ValueError, match="truncated"):
+        _pki.split_signed(der[:-1], True)
+    # The signatureValue BIT STRING follows the outer algorithm: identifier, one length octet, unused bits.
+    bit_string = der.rindex(SHA256_ALG) + len(SHA256_ALG)
+    assert der[bit_string] == 0x03 and der[bit_string + 1] < 0x80 and der[bit_string + 2] == 0
+    unused = bytearray(der)
+    unused[bit_string + 2] = 1
+    with pytest.raises(ValueError, match="unused bits"):
+        _pki.split_signed(bytes(unused), True)
+
+
+@pytest.mark.parametrize("with_der", [True, False])
+def test_certificate_with_mismatched_algorithms_is_refused(
+    real_collateral: QuoteCollateral, with_der: bool
+) -> None:
+    ca, root = real_collateral.pck_crl_issuer_chain
+    der = _outer_algorithm_swapped(ca.public_bytes(Encoding.DER))
+    cert = x509.load_der_x509_certificate(der)
+    with pytest.raises(CertificateChainError, match="inner and outer signature algorithms differ"):
+        _pki.check_issued_by("PCK CA", cert, root, der if with_der else None)
+    # cryptography's own issuance check refuses it too: the check keeps parity with it.
+    with pytest.raises(ValueError):
+        cert.verify_directly_issued_by(root)
+    # The genuine certificate passes both ways.
+    _pki.check_issued_by("PCK CA", ca, root, ca.public_bytes(Encoding.DER) if with_der else None)
+
+
+def test_certificate_with_a_bad_signature_fails_as_before(real_collateral: QuoteCollateral) -> None:
+    ca, root = real_collateral.pck_crl_issuer_chain
+    der = bytearray(ca.public_bytes(Encoding.DER))
+    der[-5] ^= 0x01  # inside s of the ECDSA signature
+    cert = x509.load_der_x509_certificate(bytes(der))
+    with pytest.raises(CertificateChainError) as fast:
+        _pki.check_issued_by("PCK CA", cert, root, bytes(der))
+    with pytest.raises(CertificateChainError) as general:
+        _pki.check_issued_by("PCK CA", cert, root)
+    assert str(fast.value) == str(general.value)
+    assert "bad signature" in str(fast.value)
+
+
+def _crl_verdicts(crl_der: bytes, issuer: x509.Certificate) -> tuple[str, str, bool]:
+    crl = x509.load_der_x509_crl(crl_der)
+    messages = []
+    for der in (crl_der, None):
+        try:
+            _pki.check_crl("PCK CRL", crl, issuer, REAL_INSIDE, _pki.Window(REAL_INSIDE, REAL_INSIDE), der)
+            messages.append("ok")
+        except SignatureError as exc:
+            messages.append(str(exc))
+    return messages[0], messages[1], crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+
+
+def test_crl_signature_fast_path_answers_as_is_signature_valid(real_collateral: QuoteCollateral) -> None:
+    ca, root = real_collateral.pck_crl_issuer_chain
+    der = real_collateral.pck_crl.public_bytes(Encoding.DER)
+    assert _crl_verdicts(der, ca) == ("ok", "ok", True)
+    # The wrong issuer key, a tampered TBS, and inner/outer algorithms that differ: refused as before.
+    wrong = _crl_verdicts(der, root)
+    assert wrong[0] == wrong[1] and "does not verify" in wrong[0] and not wrong[2]
+    tampered = bytearray(der)
+    tampered[der.index(b"\x17\x0d") + 5] ^= 0x01  # a digit of thisUpdate
+    fast, general, valid = _crl_verdicts(bytes(tampered), ca)
+    assert fast == general and "does not verify" in fast and not valid
+    # Inner and outer algorithms that differ: the reader refuses them, and so does cryptography's CRL loader,
+    # so no collateral can hold such a CRL.
+    swapped = _outer_algorithm_swapped(der)
+    with pytest.raises(ValueError, match="inner and outer signature algorithms differ"):
+        _pki.split_signed(swapped, False)
+    with pytest.raises(InvalidCollateral, match="CRL is malformed"):
+        parse_crl(swapped)
+
+
+# -- PEM chains ------------------------------------------------------------------------------------------
+
+
+def test_pck_chain_from_the_quote_comes_with_its_der(
+    real_quote: bytes, real_collateral: QuoteCollateral
+) -> None:
+    pem = Quote.from_bytes(real_quote).pck_chain_pem
+    assert pem is not None
+    tail = (real_collateral.pck_crl_issuer_chain_pem, real_collateral.pck_crl_issuer_chain)
+    chain, ders = _pki.load_evidence_chain_der(
+        pem, "PCK chain", 4, (), tail, real_collateral.signed_der.pck_crl_issuer_chain
+    )
+    # The leaf read from the quote's text has no kept DER (it is encoded again when checked); the tail's
+    # certificates are the collateral's own objects, with their DER.
+    assert ders[0] is None
+    assert chain[1:] == list(real_collateral.pck_crl_issuer_chain)
+    assert ders[1:] == [cert.public_bytes(Encoding.DER) for cert in chain[1:]]
+    # Without the tail's DER, its certificates have none either.
+    assert _pki.load_evidence_chain_der(pem, "PCK chain", 4, (), tail)[1][1:] == [None, None]
+
+
+# -- end to end ------------------------------------------------------------------------------------------
+
+
+def test_chain_certificate_with_mismatched_algorithms_fails_verification(
+    real_quote: bytes, real_collateral: QuoteCollateral
+) -> None:
+    ca, root = real_collateral.pck_crl_issuer_chain
+    swapped = x509.load_der_x509_certificate(_outer_algorithm_swapped(ca.public_bytes(Encoding.DER)))
+    collateral = dataclasses.replace(
+        real_collateral, pck_crl_issuer_chain=(swapped, root), pck_crl_issuer_chain_pem=b""
+    )
+    with pytest.raises(CertificateChainError, match="inner and outer signature algorithms differ"):
+        verify_quote(real_quote, collateral, now=REAL_INSIDE)
