@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from conftest import REAL_INSIDE
 from enklave.attestation import _pki
+from enklave.attestation._signed_der import split_signed
 from enklave.attestation.collateral import QuoteCollateral, parse_crl
 from enklave.attestation.verify import verify_quote
 from enklave.errors import CertificateChainError, InvalidCollateral, SignatureError
@@ -33,11 +34,11 @@ def _outer_algorithm_swapped(der: bytes) -> bytes:
 def test_split_signed_gives_the_library_signed_bytes(real_collateral: QuoteCollateral) -> None:
     chains = real_collateral.pck_crl_issuer_chain + real_collateral.tcb_info_issuer_chain
     for cert in chains:
-        assert _pki.split_signed(cert.public_bytes(Encoding.DER), True) == (
+        assert split_signed(cert.public_bytes(Encoding.DER), True) == (
             cert.tbs_certificate_bytes, SHA256_ALG, cert.signature,
         )  # fmt: skip
     for crl in (real_collateral.root_ca_crl, real_collateral.pck_crl):
-        assert _pki.split_signed(crl.public_bytes(Encoding.DER), False) == (
+        assert split_signed(crl.public_bytes(Encoding.DER), False) == (
             crl.tbs_certlist_bytes, SHA256_ALG, crl.signature,
         )  # fmt: skip
 
@@ -57,18 +58,18 @@ def test_collateral_keeps_the_der_of_its_objects(real_collateral: QuoteCollatera
 def test_split_signed_refuses_other_layouts(real_collateral: QuoteCollateral) -> None:
     der = real_collateral.pck_crl_issuer_chain[0].public_bytes(Encoding.DER)
     with pytest.raises(ValueError, match="inner and outer signature algorithms differ"):
-        _pki.split_signed(_outer_algorithm_swapped(der), True)
+        split_signed(_outer_algorithm_swapped(der), True)
     with pytest.raises(ValueError, match="trail"):
-        _pki.split_signed(der + b"\x00", True)
+        split_signed(der + b"\x00", True)
     with pytest.raises(ValueError, match="truncated"):
-        _pki.split_signed(der[:-1], True)
+        split_signed(der[:-1], True)
     # The signatureValue BIT STRING follows the outer algorithm: identifier, one length octet, unused bits.
     bit_string = der.rindex(SHA256_ALG) + len(SHA256_ALG)
     assert der[bit_string] == 0x03 and der[bit_string + 1] < 0x80 and der[bit_string + 2] == 0
     unused = bytearray(der)
     unused[bit_string + 2] = 1
     with pytest.raises(ValueError, match="unused bits"):
-        _pki.split_signed(bytes(unused), True)
+        split_signed(bytes(unused), True)
 
 
 @pytest.mark.parametrize("with_der", [True, False])
@@ -127,7 +128,7 @@ def test_crl_signature_fast_path_answers_as_is_signature_valid(real_collateral: 
     # so no collateral can hold such a CRL.
     swapped = _outer_algorithm_swapped(der)
     with pytest.raises(ValueError, match="inner and outer signature algorithms differ"):
-        _pki.split_signed(swapped, False)
+        split_signed(swapped, False)
     with pytest.raises(InvalidCollateral, match="CRL is malformed"):
         parse_crl(swapped)
 
