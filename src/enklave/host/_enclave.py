@@ -413,6 +413,9 @@ async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket, deadli
         loop.remove_reader(fd)
         if timer is not None:
             timer.cancel()
+        # Some loops (uvloop: libuv's uv_poll_init) switch a polled descriptor to non-blocking mode and leave it
+        # so; the channel's other users (worker threads, call()) rely on blocking reads and writes.
+        sock.setblocking(True)
 
 
 # Errors the enclave may report by type name and that keep their type in the host.
