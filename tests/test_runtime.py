@@ -421,3 +421,24 @@ def test_closing_while_a_call_runs_fails_that_call_cleanly(
     assert "closed while the call was running" in str(outcome[0])
     with pytest.raises(UsageError, match="closed"):
         target.ecall.add(1, 2)
+
+
+@LOOPS
+def test_closing_while_an_async_call_waits_fails_that_call_cleanly(
+    probe_bundle: tuple[Path, Bundle], home: Path, run_loop: Callable[[Coroutine[Any, Any, None]], None]
+) -> None:
+    target = host.load(probe_bundle[0], mode="sim", home=home)
+
+    async def run() -> None:
+        # The call waits on the event loop for its answer when another thread closes the handle.
+        closer = threading.Timer(0.3, target.close)
+        closer.start()
+        try:
+            with pytest.raises(EnclaveCrashedError, match="closed while the call was running"):
+                await asyncio.wait_for(target.aecall.nap(2.0), timeout=10)
+        finally:
+            closer.join()
+        with pytest.raises(UsageError, match="closed"):
+            await target.aecall.add(1, 2)
+
+    run_loop(run())

@@ -99,6 +99,9 @@ class Enclave:
         self._dead: str | None = None
         self._closed = False
         self._lock = threading.Lock()
+        # Async calls waiting on the event loop for their answer; close() wakes them (a closed socket is dropped
+        # from the loop's poll set without an event, so nothing else would).
+        self._waiting: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[bool]]] = set()
         self._executor: ThreadPoolExecutor | None = None
         self.ecall = _Calls(self, asynchronous=False)
         self.aecall = _Calls(self, asynchronous=True)
@@ -126,8 +129,12 @@ class Enclave:
             if self._closed:
                 return
             self._closed = True
+            waiting = list(self._waiting)
         for channel in self._channels:
             channel.close()
+        for loop, waiter in waiting:
+            with contextlib.suppress(RuntimeError):  # That loop has closed: nobody waits there any more.
+                loop.call_soon_threadsafe(_settle, waiter, True)
         stop(self._process)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -220,8 +227,10 @@ class Enclave:
             while True:
                 ready = channel.frame_ready(_INLINE_FRAME)
                 if ready is False:
-                    if not await _readable(loop, channel.sock, deadline):
+                    if not await self._readable(loop, channel.sock, deadline):
                         raise TimeoutError
+                    if self._closed:
+                        raise EnclaveCrashedError("the enclave was closed while the call was running")
                     continue
                 message = self._receive(channel) if ready else None
                 if message is not None and message[0] != Kind.OCALL:
@@ -235,7 +244,7 @@ class Enclave:
                     functools.partial(self._await_reply, channel, spec, deadline, message),
                 )  # fmt: skip
         except ChannelClosed:
-            raise await self._on_thread(loop, self._crashed) from None
+            raise await self._acrashed(loop) from None
         except _Desynchronized as exc:
             raise self._desynchronized(channel, exc) from None
         except EnklaveError:
@@ -248,12 +257,51 @@ class Enclave:
             raise EcallTimeout(f"ecall {name!r} did not return within {limit} s") from None
         except OSError:
             # The channel's socket went away under the loop (the handle is being closed, or the enclave died).
-            raise await self._on_thread(loop, self._crashed) from None
+            raise await self._acrashed(loop) from None
         except asyncio.CancelledError:
             # The caller gave up; the enclave thread finishes the call and its answer is dropped.
             if not handed_over:
                 self._drain_later(channel, spec)
             raise
+
+    async def _readable(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, deadline: float | None
+    ) -> bool:
+        """Wait until ``sock`` has bytes to read or the handle closes (True), or ``deadline`` (time.monotonic)
+        passes (False)."""
+        waiter: asyncio.Future[bool] = loop.create_future()
+        entry = (loop, waiter)
+        with self._lock:
+            if self._closed:
+                return True
+            self._waiting.add(entry)
+        fd = sock.fileno()
+        loop.add_reader(fd, _settle, waiter, True)
+        timer = (
+            None
+            if deadline is None
+            else loop.call_later(max(deadline - time.monotonic(), 0), _settle, waiter, False)
+        )
+        try:
+            return await waiter
+        finally:
+            with self._lock:
+                self._waiting.discard(entry)
+            loop.remove_reader(fd)
+            if timer is not None:
+                timer.cancel()
+            # Some loops (uvloop: libuv's uv_poll_init) switch a polled descriptor to non-blocking mode and leave
+            # it so; the channel's other users (worker threads, call()) rely on blocking reads and writes. A
+            # socket closed meanwhile has no mode left to restore.
+            with contextlib.suppress(OSError):
+                sock.setblocking(True)
+
+    async def _acrashed(self, loop: asyncio.AbstractEventLoop) -> EnclaveCrashedError:
+        # _crashed() waits for the process to exit, which must not stall the loop; a closed handle answers at once.
+        if self._closed:
+            return self._crashed()
+        crashed: EnclaveCrashedError = await self._on_thread(loop, self._crashed)
+        return crashed
 
     async def _on_thread(
         self, loop: asyncio.AbstractEventLoop, function: Callable[..., Any], *args: Any, **kwargs: Any
@@ -394,28 +442,9 @@ def _inline(args: tuple[Any, ...]) -> bool:
     return size <= _INLINE_FRAME - 1024
 
 
-async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket, deadline: float | None) -> bool:
-    """Wait until ``sock`` has bytes to read (True) or ``deadline`` (time.monotonic) passes (False)."""
-    waiter: asyncio.Future[bool] = loop.create_future()
-
-    def settle(value: bool) -> None:
-        if not waiter.done():
-            waiter.set_result(value)
-
-    fd = sock.fileno()
-    loop.add_reader(fd, settle, True)
-    timer = (
-        None if deadline is None else loop.call_later(max(deadline - time.monotonic(), 0.0), settle, False)
-    )
-    try:
-        return await waiter
-    finally:
-        loop.remove_reader(fd)
-        if timer is not None:
-            timer.cancel()
-        # Some loops (uvloop: libuv's uv_poll_init) switch a polled descriptor to non-blocking mode and leave it
-        # so; the channel's other users (worker threads, call()) rely on blocking reads and writes.
-        sock.setblocking(True)
+def _settle(waiter: asyncio.Future[bool], value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
 
 
 # Errors the enclave may report by type name and that keep their type in the host.
