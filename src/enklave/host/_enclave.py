@@ -230,7 +230,7 @@ class Enclave:
                     if not await self._readable(loop, channel.sock, deadline):
                         raise TimeoutError
                     if self._closed:
-                        raise EnclaveCrashedError("the enclave was closed while the call was running")
+                        raise ChannelClosed("the channel is closed")
                     continue
                 message = self._receive(channel) if ready else None
                 if message is not None and message[0] != Kind.OCALL:
