@@ -141,17 +141,19 @@ def test_pck_chain_from_the_quote_comes_with_its_der(
 ) -> None:
     pem = Quote.from_bytes(real_quote).pck_chain_pem
     assert pem is not None
-    tail = (real_collateral.pck_crl_issuer_chain_pem, real_collateral.pck_crl_issuer_chain)
-    chain, ders = _pki.load_evidence_chain_der(
-        pem, "PCK chain", 4, (), tail, real_collateral.signed_der.pck_crl_issuer_chain
+    tail = _pki.KnownChain(
+        real_collateral.pck_crl_issuer_chain_pem,
+        real_collateral.pck_crl_issuer_chain,
+        real_collateral.signed_der.pck_crl_issuer_chain,
     )
+    chain, ders = _pki.load_evidence_chain(pem, "PCK chain", 4, tail)
     # The leaf read from the quote's text has no kept DER (it is encoded again when checked); the tail's
     # certificates are the collateral's own objects, with their DER.
     assert ders[0] is None
     assert chain[1:] == list(real_collateral.pck_crl_issuer_chain)
     assert ders[1:] == [cert.public_bytes(Encoding.DER) for cert in chain[1:]]
-    # Without the tail's DER, its certificates have none either.
-    assert _pki.load_evidence_chain_der(pem, "PCK chain", 4, (), tail)[1][1:] == [None, None]
+    # Without a known tail, no certificate has a kept DER.
+    assert _pki.load_evidence_chain(pem, "PCK chain", 4)[1] == [None, None, None]
 
 
 # -- end to end ------------------------------------------------------------------------------------------

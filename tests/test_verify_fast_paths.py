@@ -26,25 +26,29 @@ def _ders(chain: list) -> list[bytes]:  # type: ignore[type-arg]
     return [cert.public_bytes(Encoding.DER) for cert in chain]
 
 
+def _tail(collateral: QuoteCollateral) -> _pki.KnownChain:
+    return _pki.KnownChain(
+        collateral.pck_crl_issuer_chain_pem,
+        collateral.pck_crl_issuer_chain,
+        collateral.signed_der.pck_crl_issuer_chain,
+    )
+
+
+def _load(pem: bytes, tail: _pki.KnownChain | None = None) -> list:  # type: ignore[type-arg]
+    return _pki.load_evidence_chain(pem, WHAT, 4, tail)[0]
+
+
 def test_known_tail_stands_in_for_the_collateral_chain(
     real_quote: bytes, real_collateral: QuoteCollateral
 ) -> None:
     pem = _pck_pem(real_quote)
-    tail = (real_collateral.pck_crl_issuer_chain_pem, real_collateral.pck_crl_issuer_chain)
-    assert pem.endswith(tail[0])  # the real quote carries the collateral chain's exact text
-    fast = _pki.load_evidence_chain(pem, WHAT, 4, (), tail)
-    general = _pki.load_evidence_chain(pem, WHAT, 4)
+    tail = _tail(real_collateral)
+    assert pem.endswith(tail.pem)  # the real quote carries the collateral chain's exact text
+    fast = _load(pem, tail)
+    general = _load(pem)
     assert _ders(fast) == _ders(general)
     assert fast[1] is real_collateral.pck_crl_issuer_chain[0]
     assert fast[2] is real_collateral.pck_crl_issuer_chain[1]
-
-
-def test_known_certificates_replace_equal_ones(real_quote: bytes, real_collateral: QuoteCollateral) -> None:
-    pem = _pck_pem(real_quote)
-    known = tuple(real_collateral.pck_crl_issuer_chain)
-    chain = _pki.load_evidence_chain(pem, WHAT, 4, known)
-    assert chain[1] is known[0] and chain[2] is known[1]
-    assert chain[0] not in known
 
 
 @pytest.mark.parametrize(
@@ -58,14 +62,14 @@ def test_known_certificates_replace_equal_ones(real_quote: bytes, real_collatera
 def test_other_layouts_read_as_the_general_reader_reads_them(
     real_quote: bytes, real_collateral: QuoteCollateral, mangle: object
 ) -> None:
-    tail = (real_collateral.pck_crl_issuer_chain_pem, real_collateral.pck_crl_issuer_chain)
-    pem = mangle(_pck_pem(real_quote), tail[0])  # type: ignore[operator]
+    tail = _tail(real_collateral)
+    pem = mangle(_pck_pem(real_quote), tail.pem)  # type: ignore[operator]
     try:
-        expected: list[bytes] | str = _ders(_pki.load_evidence_chain(pem, WHAT, 4))
+        expected: list[bytes] | str = _ders(_load(pem))
     except InvalidQuote as exc:
         expected = str(exc)
     try:
-        got: list[bytes] | str = _ders(_pki.load_evidence_chain(pem, WHAT, 4, (), tail))
+        got: list[bytes] | str = _ders(_load(pem, tail))
     except InvalidQuote as exc:
         got = str(exc)
     assert got == expected
@@ -75,16 +79,16 @@ def test_malformed_leaf_before_the_tail_fails_as_before(
     real_quote: bytes, real_collateral: QuoteCollateral
 ) -> None:
     pem = _pck_pem(real_quote)
-    tail = (real_collateral.pck_crl_issuer_chain_pem, real_collateral.pck_crl_issuer_chain)
+    tail = _tail(real_collateral)
     # Damage the leaf's base64 body (line 3), keeping the layout that the shortcut looks for.
     lines = pem.split(b"\n")
     lines[3] = b"A" * len(lines[3])
     broken = b"\n".join(lines)
-    assert broken.endswith(tail[0])
+    assert broken.endswith(tail.pem)
     with pytest.raises(InvalidQuote) as general:
-        _pki.load_evidence_chain(broken, WHAT, 4)
+        _load(broken)
     with pytest.raises(InvalidQuote) as fast:
-        _pki.load_evidence_chain(broken, WHAT, 4, (), tail)
+        _load(broken, tail)
     assert str(fast.value) == str(general.value)
     assert "is malformed" in str(fast.value)
 
@@ -92,14 +96,12 @@ def test_malformed_leaf_before_the_tail_fails_as_before(
 def test_non_certificate_block_in_the_head_is_still_refused(
     real_quote: bytes, real_collateral: QuoteCollateral
 ) -> None:
-    tail_pem = real_collateral.pck_crl_issuer_chain_pem
+    tail = _tail(real_collateral)
     pem = _pck_pem(real_quote)
-    head = pem[: len(pem) - len(tail_pem)]
+    head = pem[: len(pem) - len(tail.pem)]
     extra = b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"
     with pytest.raises(InvalidQuote, match="not certificates"):
-        _pki.load_evidence_chain(
-            extra + head + tail_pem, WHAT, 4, (), (tail_pem, real_collateral.pck_crl_issuer_chain)
-        )
+        _load(extra + head + tail.pem, tail)
 
 
 def test_uncached_and_cached_verification_agree(real_quote: bytes, real_collateral: QuoteCollateral) -> None:

@@ -188,47 +188,34 @@ def check_chain(
 _PEM_BEGIN = re.compile(rb"-----BEGIN ([^\r\n]*?)-----")
 
 
+@dataclass(frozen=True, slots=True)
+class KnownChain:
+    """Certificates already loaded and checked against their PEM text (such as a collateral chain, which
+    :class:`~enklave.attestation.collateral.QuoteCollateral` checks when it is built), with the DER of each."""
+
+    pem: bytes
+    certificates: Sequence[x509.Certificate]
+    ders: Sequence[bytes]
+
+
 def load_evidence_chain(
-    pem: bytes,
-    what: str,
-    max_length: int,
-    known: Sequence[x509.Certificate] = (),
-    known_tail: tuple[bytes, Sequence[x509.Certificate]] | None = None,
-) -> list[x509.Certificate]:
-    """Load a PEM chain that came with evidence, forcing every lazily parsed field now.
+    pem: bytes, what: str, max_length: int, tail: KnownChain | None = None
+) -> tuple[list[x509.Certificate], list[bytes | None]]:
+    """Load a PEM chain that came with evidence, forcing every lazily parsed field now; returns the certificates
+    and, where it is known, the DER each was read from (None elsewhere), for :func:`check_chain`.
 
     cryptography decodes names, extensions and keys on first access; touching them here turns a malformed
     certificate into :class:`InvalidQuote` at parse time instead of a ``ValueError`` deep inside a check.
-    A certificate equal (byte for byte) to one of ``known`` is that certificate: the known object takes its
-    place in the result, so that fields it has already decoded are not decoded again. ``known_tail`` is PEM
-    text with the certificates it holds (such as a collateral chain, checked against its text when it was
-    built): when ``pem`` ends with exactly that text after a complete certificate block, those certificates
+    When ``pem`` ends with exactly ``tail``'s text after a complete certificate block, the tail's certificates
     are used as they are instead of being decoded again.
     """
-    return load_evidence_chain_der(pem, what, max_length, known, known_tail)[0]
-
-
-def load_evidence_chain_der(
-    pem: bytes,
-    what: str,
-    max_length: int,
-    known: Sequence[x509.Certificate] = (),
-    known_tail: tuple[bytes, Sequence[x509.Certificate]] | None = None,
-    tail_ders: Sequence[bytes] | None = None,
-) -> tuple[list[x509.Certificate], list[bytes | None]]:
-    """:func:`load_evidence_chain`, with the original DER of each certificate where it is known (else None).
-
-    ``tail_ders`` is the DER of each certificate of ``known_tail``. The DER returned for a certificate is
-    that from which it (or an equal certificate) was parsed, for :func:`check_chain`.
-    """
-    loaded = _load_with_known_tail(pem, known_tail, tail_ders)
+    loaded = _load_with_known_tail(pem, tail)
     try:
         if loaded is None:
             chain = x509.load_pem_x509_certificates(pem)
             ders: list[bytes | None] = [None] * len(chain)
         else:
             chain, ders = loaded
-        chain = [_known_or(cert, known) for cert in chain]
         for cert in chain:
             # Names are left lazy: decoding them costs more than the rest, the checks compare them in
             # Rust (verify_directly_issued_by), and messages go through subject_of(), which never raises.
@@ -250,40 +237,29 @@ def load_evidence_chain_der(
     return chain, ders
 
 
-def _known_or(cert: x509.Certificate, known: Sequence[x509.Certificate]) -> x509.Certificate:
-    for candidate in known:
-        if cert is candidate or cert == candidate:
-            return candidate
-    return cert
-
-
 _PEM_END_LINE = b"-----END CERTIFICATE-----\n"
 _PEM_BEGIN_LINE = b"-----BEGIN CERTIFICATE-----"
 
 
 def _load_with_known_tail(
-    pem: bytes,
-    known_tail: tuple[bytes, Sequence[x509.Certificate]] | None,
-    tail_ders: Sequence[bytes] | None,
+    pem: bytes, tail: KnownChain | None
 ) -> tuple[list[x509.Certificate], list[bytes | None]] | None:
-    """The chain read from ``pem`` when it is a certificate block or more followed by the known tail text; None
+    """The chain read from ``pem`` when it is a certificate block or more followed by the tail's text; None
     when it is not, or when reading the head fails (the caller then reads the whole text, errors included)."""
-    if known_tail is None:
+    if tail is None:
         return None
-    tail_pem, tail_certs = known_tail
     # The head must end with a whole END line and the tail start with a BEGIN line: then the PEM reader reads
     # the concatenation as the head's blocks followed by the tail's, and the same text decodes the same way.
-    if not tail_pem.startswith(_PEM_BEGIN_LINE) or len(pem) <= len(tail_pem) or not pem.endswith(tail_pem):
+    if not tail.pem.startswith(_PEM_BEGIN_LINE) or len(pem) <= len(tail.pem) or not pem.endswith(tail.pem):
         return None
-    head = pem[: len(pem) - len(tail_pem)]
+    head = pem[: len(pem) - len(tail.pem)]
     if not head.endswith(_PEM_END_LINE):
         return None
-    tail: list[bytes | None] = [None] * len(tail_certs) if tail_ders is None else [*tail_ders]
     try:
         head_certs = x509.load_pem_x509_certificates(head)
     except ValueError:
         return None
-    return [*head_certs, *tail_certs], [*([None] * len(head_certs)), *tail]
+    return [*head_certs, *tail.certificates], [*([None] * len(head_certs)), *tail.ders]
 
 
 def subject_of(cert: x509.Certificate) -> str:

@@ -311,19 +311,14 @@ def _pck_chain_source(quote: Quote, collateral: QuoteCollateral) -> bytes:
 def _check_pck(chain_pem: bytes, checked: _CollateralCheck, now: datetime) -> _PckCheck:
     collateral = checked.collateral
     window = _full_window()
-    # The PCK chain normally repeats the collateral's root and PCK CA: their already loaded objects stand in.
-    known = (*collateral.pck_crl_issuer_chain, checked.root.certificate)
     # The quote usually carries the PCK CRL issuer chain's exact text after its leaf: that part is not decoded
     # again (the collateral guarantees that its PEM text holds exactly its certificates).
-    tail = (collateral.pck_crl_issuer_chain_pem, collateral.pck_crl_issuer_chain)
-    chain, ders = _pki.load_evidence_chain_der(
-        chain_pem,
-        "the PCK certificate chain",
-        _MAX_PCK_CHAIN,
-        known,
-        tail,
+    tail = _pki.KnownChain(
+        collateral.pck_crl_issuer_chain_pem,
+        collateral.pck_crl_issuer_chain,
         collateral.signed_der.pck_crl_issuer_chain,
     )
+    chain, ders = _pki.load_evidence_chain(chain_pem, "the PCK certificate chain", _MAX_PCK_CHAIN, tail)
 
     # 4. PCK chain: issuance up to the collateral's root, validity, revocation by the root CA and PCK CRLs.
     issued = list(checked.issued)
