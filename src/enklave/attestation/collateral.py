@@ -144,19 +144,21 @@ def _next_update(crl: x509.CertificateRevocationList) -> datetime:
     return value
 
 
-def _chain_pem(name: str, chain: tuple[x509.Certificate, ...], pem: bytes) -> tuple[bytes, tuple[bytes, ...]]:
-    """The PEM text of ``chain`` (``pem`` when it holds exactly these certificates, else encoded anew) and the
-    DER of each certificate (the parser takes strict DER only, so a certificate encodes to the bytes it was
-    read from)."""
+def _chain_pem(name: str, chain: tuple[x509.Certificate, ...], pem: bytes) -> bytes:
+    """The PEM text of ``chain``: ``pem`` when it holds exactly these certificates, else encoded anew."""
     if not 1 <= len(chain) <= MAX_CHAIN_LENGTH:
         raise _invalid(f"{name} needs 1..{MAX_CHAIN_LENGTH} certificates, has {len(chain)}")
-    ders = tuple(certificate.public_bytes(Encoding.DER) for certificate in chain)
     if not pem:
-        return b"".join(certificate.public_bytes(Encoding.PEM) for certificate in chain), ders
+        return b"".join(certificate.public_bytes(Encoding.PEM) for certificate in chain)
     # The PEM text is what to_json() writes, so it must never disagree with the certificates verified.
     if parse_pem_chain(pem) != chain:
         raise _invalid(f"{name}_pem does not hold the certificates of {name}")
-    return bytes(pem), ders
+    return bytes(pem)
+
+
+def _ders(chain: tuple[x509.Certificate, ...]) -> tuple[bytes, ...]:
+    # The parser takes strict DER only, so a certificate encodes to exactly the bytes it was read from.
+    return tuple(certificate.public_bytes(Encoding.DER) for certificate in chain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,15 +216,13 @@ class QuoteCollateral:
     signed_der: SignedDer = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        ders: list[tuple[bytes, ...]] = []
         for name in ("pck_crl_issuer_chain", "tcb_info_issuer_chain", "qe_identity_issuer_chain"):
-            pem, der = _chain_pem(name, getattr(self, name), getattr(self, f"{name}_pem"))
+            pem = _chain_pem(name, getattr(self, name), getattr(self, f"{name}_pem"))
             object.__setattr__(self, f"{name}_pem", pem)
-            ders.append(der)
         if self.pck_certificate_chain is not None:
             pem = _chain_pem(
                 "pck_certificate_chain", self.pck_certificate_chain, self.pck_certificate_chain_pem
-            )[0]
+            )
             object.__setattr__(self, "pck_certificate_chain_pem", pem)
         elif self.pck_certificate_chain_pem:
             raise UsageError("pck_certificate_chain_pem is set but pck_certificate_chain is not")
@@ -230,9 +230,9 @@ class QuoteCollateral:
         _next_update(self.pck_crl)
         # CRL objects re-encode exactly to the DER they were parsed from (the parser takes strict DER only).
         signed_der = SignedDer(
-            ders[0],
-            ders[1],
-            ders[2],
+            _ders(self.pck_crl_issuer_chain),
+            _ders(self.tcb_info_issuer_chain),
+            _ders(self.qe_identity_issuer_chain),
             self.root_ca_crl.public_bytes(Encoding.DER),
             self.pck_crl.public_bytes(Encoding.DER),
         )
