@@ -8,6 +8,7 @@ SGX SDK's ``sgx_report_body_t``. All integers are little-endian. Every model is 
 from __future__ import annotations
 
 import enum
+import operator
 import struct
 from dataclasses import dataclass
 from typing import NewType
@@ -143,21 +144,15 @@ class ReportBody:
     report_data: ReportData
 
     def __post_init__(self) -> None:
-        # One expression checks every size and range (most bodies come from the parser, on the verification hot
+        # One pass over the field tables accepts a valid body (most come from the parser, on the verification hot
         # path); the loops below only run to name the first field that is wrong.
-        if (
-            (len(self.cpu_svn), len(self.reserved1), len(self.isv_ext_prod_id), len(self.mr_enclave),
-             len(self.reserved2), len(self.mr_signer), len(self.reserved3), len(self.config_id),
-             len(self.reserved4), len(self.isv_family_id), len(self.report_data)) == _BODY_BYTE_SIZES
-            and 0 <= self.misc_select < 1 << 32
-            and 0 <= self.isv_prod_id < 1 << 16
-            and 0 <= self.isv_svn < 1 << 16
-            and 0 <= self.config_svn < 1 << 16
-        ):  # fmt: skip
+        if tuple(map(len, _BODY_BYTE_VALUES(self))) == _BODY_BYTE_SIZES and all(
+            0 <= value < limit for value, limit in zip(_BODY_INT_VALUES(self), _BODY_INT_LIMITS, strict=True)
+        ):
             return
         for name, size in _BODY_BYTE_FIELDS:
             _check(getattr(self, name), size, name)
-        for name, bits in (("misc_select", 32), ("isv_prod_id", 16), ("isv_svn", 16), ("config_svn", 16)):
+        for name, bits in _BODY_INT_FIELDS:
             value = getattr(self, name)
             if not 0 <= value < (1 << bits):
                 raise UsageError(f"{name} must fit in {bits} bits, got {value}")
@@ -233,6 +228,10 @@ _BODY_BYTE_FIELDS = (
     ("report_data", 64),
 )  # fmt: skip
 _BODY_BYTE_SIZES = tuple(size for _, size in _BODY_BYTE_FIELDS)
+_BODY_BYTE_VALUES = operator.attrgetter(*(name for name, _ in _BODY_BYTE_FIELDS))
+_BODY_INT_FIELDS = (("misc_select", 32), ("isv_prod_id", 16), ("isv_svn", 16), ("config_svn", 16))
+_BODY_INT_VALUES = operator.attrgetter(*(name for name, _ in _BODY_INT_FIELDS))
+_BODY_INT_LIMITS = tuple(1 << bits for _, bits in _BODY_INT_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
