@@ -168,9 +168,7 @@ class Enclave:
             raise EcallTimeout(
                 f"ecall {name!r}: all {self.threads} enclave threads stayed busy for {limit} s"
             ) from None
-        return self._finish(
-            channel, spec, name, limit, lambda: self._send_and_wait(channel, spec, args, deadline)
-        )
+        return self._finish(channel, spec, limit, lambda: self._send_and_wait(channel, spec, args, deadline))
 
     def _send_and_wait(
         self, channel: Channel, spec: FunctionSpec, args: tuple[Any, ...], deadline: float | None
@@ -180,7 +178,7 @@ class Enclave:
         return self._await_reply(channel, spec, deadline)
 
     def _finish(
-        self, channel: Channel, spec: FunctionSpec, name: str, limit: float | None, work: Callable[[], Any]
+        self, channel: Channel, spec: FunctionSpec, limit: float | None, work: Callable[[], Any]
     ) -> Any:
         """Run ``work`` (the call on ``channel``), turning channel failures into the caller's errors, and give the
         channel back when it is still in step."""
@@ -189,8 +187,7 @@ class Enclave:
             return work()
         except TimeoutError:
             healthy = False
-            self._drain_later(channel, spec)
-            raise EcallTimeout(f"ecall {name!r} did not return within {limit} s") from None
+            raise self._timed_out(channel, spec, limit) from None
         except ChannelClosed:
             healthy = False
             raise self._crashed() from None
@@ -240,7 +237,7 @@ class Enclave:
                 # The rest may block (an ocall's host function, a large answer): a worker thread finishes it.
                 handed_over = True
                 return await self._on_thread(
-                    loop, self._finish, channel, spec, name, limit,
+                    loop, self._finish, channel, spec, limit,
                     functools.partial(self._await_reply, channel, spec, deadline, message),
                 )  # fmt: skip
         except ChannelClosed:
@@ -253,8 +250,7 @@ class Enclave:
                 self._free.put(channel)
             raise
         except TimeoutError:
-            self._drain_later(channel, spec)
-            raise EcallTimeout(f"ecall {name!r} did not return within {limit} s") from None
+            raise self._timed_out(channel, spec, limit) from None
         except OSError:
             # The channel's socket went away under the loop (the handle is being closed, or the enclave died).
             raise await self._acrashed(loop) from None
@@ -318,6 +314,11 @@ class Enclave:
             raise UsageError(f"the enclave declares no ecall {name!r}")
         self._check_usable()
         return spec
+
+    def _timed_out(self, channel: Channel, spec: FunctionSpec, limit: float | None) -> EcallTimeout:
+        # The enclave thread stays busy until the call returns (as a TCS does): its channel comes back after.
+        self._drain_later(channel, spec)
+        return EcallTimeout(f"ecall {spec.name!r} did not return within {limit} s")
 
     def _desynchronized(self, channel: Channel, exc: _Desynchronized) -> BoundaryError:
         # The enclave broke the protocol: nothing more on this channel (or from this enclave) can be trusted.
