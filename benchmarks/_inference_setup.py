@@ -4,7 +4,6 @@ processes (``_inference_server.py``) with their CPU time read from /proc."""
 from __future__ import annotations
 
 import json
-import os
 import select
 import subprocess
 import sys
@@ -14,9 +13,10 @@ from typing import Any
 
 import numpy as np
 import onnx
+from _proc import process_cpu
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["LIGHT", "SERVER", "Array", "Server", "Workload", "mlp_model", "process_cpu", "workloads"]
+__all__ = ["LIGHT", "SERVER", "Array", "Server", "Workload", "mlp_model", "workloads"]
 
 SERVER = Path(__file__).resolve().parent / "_inference_server.py"
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
@@ -97,24 +97,6 @@ def workloads(names: list[str]) -> list[Workload]:
 
 
 # -- servers -----------------------------------------------------------------------------------------------------
-
-
-def process_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds (user + system) of ``pid`` and of each of its descendants, from /proc (empty elsewhere)."""
-    seconds: dict[int, float] = {}
-    ticks = os.sysconf("SC_CLK_TCK")
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        # Fields 14 and 15 of proc(5) (utime, stime); the split above starts at field 3.
-        seconds[current] = (int(fields[11]) + int(fields[12])) / ticks
-        pending.extend(int(child) for child in children)
-    return seconds
 
 
 class Server:

@@ -43,6 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+# A sibling module: Python puts the directory of the script it runs first on sys.path.
+from _proc import process_cpu
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -169,24 +172,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def process_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds (user + system) of ``pid`` and of each of its children, from /proc (empty elsewhere)."""
-    seconds: dict[int, float] = {}
-    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        # Fields 14 and 15 of proc(5) (utime, stime); the split above starts at field 3.
-        seconds[current] = (int(fields[11]) + int(fields[12])) / ticks
-        pending.extend(int(child) for child in children)
-    return seconds
 
 
 def start_service(home: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
