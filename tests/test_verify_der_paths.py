@@ -4,14 +4,19 @@ same signed bytes, the same verdicts, the same refusals (error type and message)
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import NameOID
 
 from conftest import REAL_INSIDE
 from enklave.attestation import _pki
-from enklave.attestation._signed_der import split_signed
+from enklave.attestation._signed_der import SignedObject, split_signed
 from enklave.attestation.collateral import QuoteCollateral, parse_crl
 from enklave.attestation.verify import verify_quote
 from enklave.errors import CertificateChainError, InvalidCollateral, SignatureError
@@ -35,21 +40,36 @@ def test_split_signed_gives_the_library_signed_bytes(real_collateral: QuoteColla
     chains = real_collateral.pck_crl_issuer_chain + real_collateral.tcb_info_issuer_chain
     for cert in chains:
         assert split_signed(cert.public_bytes(Encoding.DER), True) == (
-            cert.tbs_certificate_bytes, SHA256_ALG, cert.signature,
+            cert.tbs_certificate_bytes, SHA256_ALG, cert.signature, cert.issuer.public_bytes(),
+            cert.subject.public_bytes(),
         )  # fmt: skip
     for crl in (real_collateral.root_ca_crl, real_collateral.pck_crl):
         assert split_signed(crl.public_bytes(Encoding.DER), False) == (
-            crl.tbs_certlist_bytes, SHA256_ALG, crl.signature,
+            crl.tbs_certlist_bytes, SHA256_ALG, crl.signature, crl.issuer.public_bytes(), b"",
         )  # fmt: skip
+
+
+def test_signed_object_splits_once_and_fails_every_time(real_collateral: QuoteCollateral) -> None:
+    der = real_collateral.pck_crl_issuer_chain[0].public_bytes(Encoding.DER)
+    signed = SignedObject(der, True)
+    assert signed.parts() is signed.parts()
+    assert signed == SignedObject(der, True)  # equality is that of the DER, split or not
+    broken = SignedObject(_outer_algorithm_swapped(der), True)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="inner and outer signature algorithms differ"):
+            broken.parts()
 
 
 def test_collateral_keeps_the_der_of_its_objects(real_collateral: QuoteCollateral) -> None:
     der = real_collateral.signed_der
-    assert der.pck_crl_issuer_chain == tuple(
+    assert [signed.der for signed in der.pck_crl_issuer_chain] == [
         cert.public_bytes(Encoding.DER) for cert in real_collateral.pck_crl_issuer_chain
+    ]
+    assert der.tcb_info_issuer_chain[0].der == real_collateral.tcb_info_issuer_chain[0].public_bytes(
+        Encoding.DER
     )
-    assert der.tcb_info_issuer_chain[0] == real_collateral.tcb_info_issuer_chain[0].public_bytes(Encoding.DER)
-    assert der.pck_crl == real_collateral.pck_crl.public_bytes(Encoding.DER)
+    assert der.pck_crl.der == real_collateral.pck_crl.public_bytes(Encoding.DER)
+    assert der.pck_crl.certificate is False and der.pck_crl_issuer_chain[0].certificate is True
     # Built from objects without PEM text, the DER is encoded from them.
     bare = dataclasses.replace(real_collateral, pck_crl_issuer_chain_pem=b"", tcb_info_issuer_chain_pem=b"")
     assert bare.signed_der == der
@@ -80,12 +100,13 @@ def test_certificate_with_mismatched_algorithms_is_refused(
     der = _outer_algorithm_swapped(ca.public_bytes(Encoding.DER))
     cert = x509.load_der_x509_certificate(der)
     with pytest.raises(CertificateChainError, match="inner and outer signature algorithms differ"):
-        _pki.check_issued_by("PCK CA", cert, root, der if with_der else None)
+        _pki.check_issued_by("PCK CA", cert, root, SignedObject(der, True) if with_der else None)
     # cryptography's own issuance check refuses it too: the check keeps parity with it.
     with pytest.raises(ValueError):
         cert.verify_directly_issued_by(root)
     # The genuine certificate passes both ways.
-    _pki.check_issued_by("PCK CA", ca, root, ca.public_bytes(Encoding.DER) if with_der else None)
+    genuine = SignedObject(ca.public_bytes(Encoding.DER), True) if with_der else None
+    _pki.check_issued_by("PCK CA", ca, root, genuine)
 
 
 def test_certificate_with_a_bad_signature_fails_as_before(real_collateral: QuoteCollateral) -> None:
@@ -94,19 +115,61 @@ def test_certificate_with_a_bad_signature_fails_as_before(real_collateral: Quote
     der[-5] ^= 0x01  # inside s of the ECDSA signature
     cert = x509.load_der_x509_certificate(bytes(der))
     with pytest.raises(CertificateChainError) as fast:
-        _pki.check_issued_by("PCK CA", cert, root, bytes(der))
+        _pki.check_issued_by("PCK CA", cert, root, SignedObject(bytes(der), True))
     with pytest.raises(CertificateChainError) as general:
         _pki.check_issued_by("PCK CA", cert, root)
     assert str(fast.value) == str(general.value)
     assert "bad signature" in str(fast.value)
 
 
+def _certificate(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, public: ec.EllipticCurvePublicKey
+) -> x509.Certificate:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(REAL_INSIDE - timedelta(days=1))
+        .not_valid_after(REAL_INSIDE + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _cn(value: str, kind: _ASN1Type = _ASN1Type.UTF8String) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, value, kind)])
+
+
+@pytest.mark.parametrize("with_der", [True, False])
+def test_issuer_names_compare_as_names_when_their_encodings_differ(with_der: bool) -> None:
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = _certificate(_cn("Test CA"), _cn("Test CA"), ca_key, ca_key.public_key())
+    # The leaf names its issuer with a PrintableString where the CA's subject has a UTF8String: another
+    # encoding of the same name (RFC 5280 §7.1), so the DER comparison misses and the name comparison decides.
+    leaf = _certificate(_cn("Leaf"), _cn("Test CA", _ASN1Type.PrintableString), ca_key, leaf_key.public_key())
+    assert leaf.issuer.public_bytes() != ca.subject.public_bytes() and leaf.issuer == ca.subject
+
+    def signed(cert: x509.Certificate) -> SignedObject | None:
+        return SignedObject(cert.public_bytes(Encoding.DER), True) if with_der else None
+
+    _pki.check_issued_by("leaf", leaf, ca, signed(leaf), signed(ca))
+    # A name that differs as a name is refused, whatever its signature.
+    stranger = _certificate(_cn("Leaf"), _cn("Other CA"), ca_key, leaf_key.public_key())
+    with pytest.raises(CertificateChainError, match="names another issuer"):
+        _pki.check_issued_by("leaf", stranger, ca, signed(stranger), signed(ca))
+    # An issuer whose DER cannot be split has its name compared as a name.
+    unreadable = SignedObject(b"\x30\x00", True)
+    _pki.check_issued_by("leaf", leaf, ca, signed(leaf), unreadable)
+
+
 def _crl_verdicts(crl_der: bytes, issuer: x509.Certificate) -> tuple[str, str, bool]:
     crl = x509.load_der_x509_crl(crl_der)
     messages = []
-    for der in (crl_der, None):
+    for signed in (SignedObject(crl_der, False), None):
         try:
-            _pki.check_crl("PCK CRL", crl, issuer, REAL_INSIDE, _pki.Window(REAL_INSIDE, REAL_INSIDE), der)
+            _pki.check_crl("PCK CRL", crl, issuer, REAL_INSIDE, _pki.Window(REAL_INSIDE, REAL_INSIDE), signed)
             messages.append("ok")
         except SignatureError as exc:
             messages.append(str(exc))
@@ -146,14 +209,55 @@ def test_pck_chain_from_the_quote_comes_with_its_der(
         real_collateral.pck_crl_issuer_chain,
         real_collateral.signed_der.pck_crl_issuer_chain,
     )
-    chain, ders = _pki.load_evidence_chain(pem, "PCK chain", 4, tail)
-    # The leaf read from the quote's text has no kept DER (it is encoded again when checked); the tail's
-    # certificates are the collateral's own objects, with their DER.
-    assert ders[0] is None
+    chain, signed = _pki.load_evidence_chain(pem, "PCK chain", 4, tail)
+    # The leaf comes with the DER decoded from the quote's text; the tail's certificates are the collateral's
+    # own objects, with their DER.
+    assert [item.der for item in signed] == [cert.public_bytes(Encoding.DER) for cert in chain]
     assert chain[1:] == list(real_collateral.pck_crl_issuer_chain)
-    assert ders[1:] == [cert.public_bytes(Encoding.DER) for cert in chain[1:]]
-    # Without a known tail, no certificate has a kept DER.
-    assert _pki.load_evidence_chain(pem, "PCK chain", 4)[1] == [None, None, None]
+    assert signed[1:] == list(real_collateral.signed_der.pck_crl_issuer_chain)
+    # Without a known tail, the library's reader reads every certificate, and the DER is encoded from each.
+    general, general_signed = _pki.load_evidence_chain(pem, "PCK chain", 4)
+    assert general == chain
+    assert general_signed == signed
+
+
+def _tail(collateral: QuoteCollateral) -> _pki.KnownChain:
+    return _pki.KnownChain(
+        collateral.pck_crl_issuer_chain_pem,
+        collateral.pck_crl_issuer_chain,
+        collateral.signed_der.pck_crl_issuer_chain,
+    )
+
+
+def _leaf_block(real_quote: bytes, collateral: QuoteCollateral) -> tuple[bytes, bytes]:
+    pem = Quote.from_bytes(real_quote).pck_chain_pem
+    assert pem is not None
+    tail = collateral.pck_crl_issuer_chain_pem
+    assert pem.endswith(tail)
+    return pem[: len(pem) - len(tail)], tail
+
+
+def test_only_a_canonical_leaf_block_is_decoded_before_the_tail(
+    real_quote: bytes, real_collateral: QuoteCollateral
+) -> None:
+    head, tail = _leaf_block(real_quote, real_collateral)
+    known = _tail(real_collateral)
+    loaded = _pki._load_with_known_tail(head + tail, known)
+    assert loaded is not None
+    # The block's last base64 line ends in "=" padding; the character before it carries bits that the decoded
+    # bytes do not use. Setting one of them gives a non-canonical text of the same bytes: not decoded here.
+    lines = head.split(b"\n")
+    last = lines[-3]
+    assert last.endswith(b"=")
+    at = len(last.rstrip(b"=")) - 1
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    lines[-3] = last[:at] + bytes([alphabet[alphabet.index(last[at]) | 1]]) + last[at + 1 :]
+    loose = b"\n".join(lines)
+    assert loose != head
+    assert _pki._load_with_known_tail(loose + tail, known) is None
+    # Other layouts of the same block are left to the library's reader too.
+    for other in (head.replace(b"\n", b"\r\n"), head.replace(b"\n", b"\n\n", 2), b" " + head):
+        assert _pki._load_with_known_tail(other + tail, known) is None
 
 
 # -- end to end ------------------------------------------------------------------------------------------

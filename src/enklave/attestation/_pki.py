@@ -6,6 +6,7 @@ a failed verification says which certificate, CRL or structure failed and why.
 
 from __future__ import annotations
 
+import binascii
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from enklave.attestation._signed_der import ECDSA_WITH_SHA256_DER, split_signed
+from enklave.attestation._signed_der import ECDSA_WITH_SHA256_DER, SignedObject
 from enklave.attestation.trust import TrustedRoot
 from enklave.errors import (
     CertificateChainError,
@@ -77,15 +78,19 @@ def ec_public_key(what: str, cert: x509.Certificate) -> ec.EllipticCurvePublicKe
 
 
 def check_issued_by(
-    what: str, cert: x509.Certificate, issuer: x509.Certificate, der: bytes | None = None
+    what: str,
+    cert: x509.Certificate,
+    issuer: x509.Certificate,
+    signed: SignedObject | None = None,
+    issuer_signed: SignedObject | None = None,
 ) -> None:
     """Check that ``issuer`` is a CA that signed ``cert`` (issuer name and signature).
 
-    ``der`` is the certificate's original DER when the caller has it (the object must have been parsed from
-    exactly these bytes); without it the certificate is encoded again, which gives the same bytes.
+    ``signed`` and ``issuer_signed`` hold the DER each certificate was parsed from, when the caller has it;
+    without it the certificate is encoded again, which gives the same bytes (the parser takes strict DER only).
     """
     try:
-        _check_issued_by(what, cert, issuer, der)
+        _check_issued_by(what, cert, issuer, signed, issuer_signed)
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
         # Certificates parse lazily: a malformed name, extension or algorithm surfaces here as ValueError.
         raise CertificateChainError(
@@ -93,7 +98,13 @@ def check_issued_by(
         ) from exc
 
 
-def _check_issued_by(what: str, cert: x509.Certificate, issuer: x509.Certificate, der: bytes | None) -> None:
+def _check_issued_by(
+    what: str,
+    cert: x509.Certificate,
+    issuer: x509.Certificate,
+    signed: SignedObject | None,
+    issuer_signed: SignedObject | None,
+) -> None:
     try:
         constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
@@ -103,12 +114,13 @@ def _check_issued_by(what: str, cert: x509.Certificate, issuer: x509.Certificate
     # The issuer's name and signature, checked as verify_directly_issued_by would (inner and outer signature
     # algorithms included), but straight on the signed bytes with the issuer's ECDSA key: faster, on the hot
     # path of uncached verification.
-    if cert.issuer != issuer.subject:
+    if signed is None:
+        signed = SignedObject(cert.public_bytes(Encoding.DER), True)
+    tbs, algorithm, signature, issuer_name, _ = signed.parts()
+    # Names encoded identically are equal; names encoded differently are compared as names (RFC 5280 §7.1).
+    if issuer_name != _subject_der(issuer_signed) and cert.issuer != issuer.subject:
         raise CertificateChainError(f"{what} names another issuer than {subject_of(issuer)}")
     key = issuer.public_key()
-    tbs, algorithm, signature = split_signed(
-        der if der is not None else cert.public_bytes(Encoding.DER), True
-    )
     # Every SGX certificate is signed with ECDSA-SHA256; reusing one ECDSA object saves a construction each.
     signature_algorithm: ec.ECDSA | None = _ECDSA_SHA256
     if algorithm != ECDSA_WITH_SHA256_DER:
@@ -119,13 +131,26 @@ def _check_issued_by(what: str, cert: x509.Certificate, issuer: x509.Certificate
     key.verify(signature, tbs, signature_algorithm)
 
 
+def _subject_der(signed: SignedObject | None) -> bytes | None:
+    """The subject Name's DER, or None when it is unknown or cannot be read (names are then compared as names)."""
+    if signed is None:
+        return None
+    try:
+        return signed.parts().subject
+    except ValueError:
+        return None
+
+
 Issued = list[tuple[x509.Certificate, x509.Certificate]]
 """(certificate, issuer) pairs whose issuance one verification has already checked."""
 
 
 def _already_issued(verified: Issued, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    # A scan with identity first: certificates that differ compare unequal in a fraction of a microsecond, while
-    # hashing a certificate (what a set of pairs does) costs microseconds every time.
+    # A scan by identity first (the collateral's chains share certificate objects), then by equality; hashing
+    # a certificate (what a set of pairs would do) costs microseconds every time.
+    for seen_cert, seen_issuer in verified:
+        if seen_cert is cert and seen_issuer is issuer:
+            return True
     for seen_cert, seen_issuer in verified:
         if (seen_cert is cert or seen_cert == cert) and (seen_issuer is issuer or seen_issuer == issuer):
             return True
@@ -139,7 +164,7 @@ def check_chain(
     now: datetime,
     window: Window,
     verified: Issued | None = None,
-    ders: Sequence[bytes | None] | None = None,
+    signed: Sequence[SignedObject] | None = None,
 ) -> tuple[TrustedRoot, Sequence[x509.Certificate]]:
     """Verify a chain given leaf first, whose last element is (or is issued by) one of ``roots``.
 
@@ -148,12 +173,12 @@ def check_chain(
     The root must be identical, byte for byte, to a trusted one: a self-signed look-alike is rejected.
     ``verified`` remembers (certificate, issuer) pairs already checked within one verification, because the
     collateral's chains share certificates (the PCK CA and the TCB signing certificate appear twice).
-    ``ders``, when given, holds the original DER of each certificate of ``chain`` (None where unknown).
+    ``signed``, when given, holds the original DER of each certificate of ``chain``.
     """
     if not chain:
         raise InvalidCollateral(f"{what}: empty certificate chain")
     last = chain[-1]
-    root = _find_root(last, roots, None if ders is None else ders[-1])
+    root = _find_root(last, roots, None if signed is None else signed[-1].der)
     if root is not None:
         certs = chain[:-1]
     elif _issuer_is_subject(last, last):
@@ -166,13 +191,13 @@ def check_chain(
                 f"{what} ends in a certificate issued by no trusted root ({subject_of(last)})"
             )
     issuer = root.certificate
+    issuer_signed: SignedObject | None = root.signed
     check_certificate_time(what, issuer, now, window)
     for index in range(len(certs) - 1, -1, -1):
         cert = certs[index]
+        cert_signed = None if signed is None else signed[index]
         if verified is None or not _already_issued(verified, cert, issuer):
-            check_issued_by(
-                f"{what}: certificate {index}", cert, issuer, None if ders is None else ders[index]
-            )
+            check_issued_by(f"{what}: certificate {index}", cert, issuer, cert_signed, issuer_signed)
             if verified is not None:
                 verified.append((cert, issuer))
         # The validity window, as check_certificate_time checks it, with the message built only on failure.
@@ -182,6 +207,7 @@ def check_chain(
             check_time(f"{what}: certificate {index}", not_before, not_after, now, window)
         window.narrow(not_before, not_after)
         issuer = cert
+        issuer_signed = cert_signed
     return root, certs
 
 
@@ -190,41 +216,41 @@ _PEM_BEGIN = re.compile(rb"-----BEGIN ([^\r\n]*?)-----")
 
 @dataclass(frozen=True, slots=True)
 class KnownChain:
-    """Certificates already loaded and checked against their PEM text (such as a collateral chain, which
-    :class:`~enklave.attestation.collateral.QuoteCollateral` checks when it is built), with the DER of each."""
+    """Certificates already loaded and checked against their PEM text, with the DER each was read from: such as
+    a collateral chain, whose text :class:`~enklave.attestation.collateral.QuoteCollateral` requires to hold
+    exactly these certificates, as CERTIFICATE blocks with only whitespace around them."""
 
     pem: bytes
     certificates: Sequence[x509.Certificate]
-    ders: Sequence[bytes]
+    signed: Sequence[SignedObject]
 
 
 def load_evidence_chain(
     pem: bytes, what: str, max_length: int, tail: KnownChain | None = None
-) -> tuple[list[x509.Certificate], list[bytes | None]]:
+) -> tuple[list[x509.Certificate], list[SignedObject]]:
     """Load a PEM chain that came with evidence, forcing every lazily parsed field now; returns the certificates
-    and, where it is known, the DER each was read from (None elsewhere), for :func:`check_chain`.
+    and the DER each was read from, for :func:`check_chain`.
 
     cryptography decodes names, extensions and keys on first access; touching them here turns a malformed
     certificate into :class:`InvalidQuote` at parse time instead of a ``ValueError`` deep inside a check.
-    When ``pem`` ends with exactly ``tail``'s text after a complete certificate block, the tail's certificates
-    are used as they are instead of being decoded again.
+    When ``pem`` is one certificate block in canonical form followed by exactly ``tail``'s text (what a quote
+    usually carries: its PCK certificate, then the collateral's PCK CA and root), that block is decoded here
+    and the tail's certificates are used as they are; any other text goes to the library's PEM reader.
     """
     loaded = _load_with_known_tail(pem, tail)
     try:
-        if loaded is None:
-            chain = x509.load_pem_x509_certificates(pem)
-            ders: list[bytes | None] = [None] * len(chain)
-        else:
-            chain, ders = loaded
+        chain = x509.load_pem_x509_certificates(pem) if loaded is None else loaded[0]
         for cert in chain:
-            # Names are left lazy: decoding them costs more than the rest, the checks compare them in
-            # Rust (verify_directly_issued_by), and messages go through subject_of(), which never raises.
+            # Names are left lazy: decoding them costs more than the rest, the checks compare them as DER
+            # first, and messages go through subject_of(), which never raises.
             _ = (cert.extensions, cert.public_key(), cert.not_valid_after_utc, cert.not_valid_before_utc,
                  cert.signature_hash_algorithm)  # fmt: skip
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise InvalidQuote(f"{what} is malformed: {exc}") from exc
     if not 1 <= len(chain) <= max_length:
         raise InvalidQuote(f"{what} has {len(chain)} certificates, expected 1 to {max_length}")
+    if loaded is not None:
+        return chain, loaded[1]
     # The PEM reader skips blocks of other types (a damaged "BEGIN CERTIFICATE" line among them) without a word;
     # Intel's QVL fails on them, and so does enklave: every block must be a certificate that was read.
     labels = _PEM_BEGIN.findall(pem)
@@ -234,32 +260,38 @@ def load_evidence_chain(
         or pem.count(b"-----END CERTIFICATE-----") != len(chain)
     ):
         raise InvalidQuote(f"{what} holds PEM blocks that are not certificates")
-    return chain, ders
+    # The parser takes strict DER only, so each certificate encodes to exactly the bytes it was read from.
+    return chain, [SignedObject(cert.public_bytes(Encoding.DER), True) for cert in chain]
 
 
-_PEM_END_LINE = b"-----END CERTIFICATE-----\n"
-_PEM_BEGIN_LINE = b"-----BEGIN CERTIFICATE-----"
+# One certificate block in canonical form (RFC 7468 §2): the BEGIN line, base64 lines, the END line, each
+# ended by a single newline.
+_CANONICAL_BLOCK = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\n((?:[A-Za-z0-9+/=]+\n)+)-----END CERTIFICATE-----\n"
+)
 
 
 def _load_with_known_tail(
     pem: bytes, tail: KnownChain | None
-) -> tuple[list[x509.Certificate], list[bytes | None]] | None:
-    """The chain read from ``pem`` when it is a certificate block or more followed by the tail's text; None
-    when it is not, or when reading the head fails (the caller then reads the whole text, errors included)."""
-    if tail is None:
+) -> tuple[list[x509.Certificate], list[SignedObject]] | None:
+    """The chain read from ``pem`` when it is one canonical certificate block followed by the tail's text;
+    None when it is not, or when the block does not decode (the caller then reads the whole text, errors
+    included, with the library's reader)."""
+    if tail is None or len(pem) <= len(tail.pem) or not pem.endswith(tail.pem):
         return None
-    # The head must end with a whole END line and the tail start with a BEGIN line: then the PEM reader reads
-    # the concatenation as the head's blocks followed by the tail's, and the same text decodes the same way.
-    if not tail.pem.startswith(_PEM_BEGIN_LINE) or len(pem) <= len(tail.pem) or not pem.endswith(tail.pem):
+    block = _CANONICAL_BLOCK.fullmatch(pem, 0, len(pem) - len(tail.pem))
+    if block is None:
         return None
-    head = pem[: len(pem) - len(tail.pem)]
-    if not head.endswith(_PEM_END_LINE):
-        return None
+    text = block.group(1).replace(b"\n", b"")
     try:
-        head_certs = x509.load_pem_x509_certificates(head)
-    except ValueError:
+        der = binascii.a2b_base64(text, strict_mode=True)
+        # Only the one canonical encoding of these bytes is taken here, so any reader decodes it the same way.
+        if binascii.b2a_base64(der, newline=False) != text:
+            return None
+        certificate = x509.load_der_x509_certificate(der)
+    except ValueError:  # binascii.Error is a ValueError
         return None
-    return [*head_certs, *tail.certificates], [*([None] * len(head_certs)), *tail.ders]
+    return [certificate, *tail.certificates], [SignedObject(der, True), *tail.signed]
 
 
 def subject_of(cert: x509.Certificate) -> str:
@@ -299,16 +331,16 @@ def check_crl(
     issuer: x509.Certificate,
     now: datetime,
     window: Window,
-    der: bytes | None = None,
+    signed: SignedObject | None = None,
 ) -> None:
     """Check a CRL's signature by ``issuer`` and its thisUpdate/nextUpdate window.
 
-    ``der`` is the CRL's original DER when the caller has it (the object must have been parsed from exactly
-    these bytes). The signature alone binds the CRL to its issuer: comparing names as well would add cost on
-    the hot path and no assurance, since only the issuer's key can produce the signature.
+    ``signed`` holds the DER the CRL was parsed from, when the caller has it. The signature alone binds the
+    CRL to its issuer: comparing names as well would add cost on the hot path and no assurance, since only the
+    issuer's key can produce the signature.
     """
     key = issuer.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not _crl_signature_valid(crl, key, der):
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not _crl_signature_valid(crl, key, signed):
         raise SignatureError(f"{what}: signature does not verify with {subject_of(issuer)}")
     next_update = crl.next_update_utc
     if next_update is None:
@@ -317,13 +349,13 @@ def check_crl(
 
 
 def _crl_signature_valid(
-    crl: x509.CertificateRevocationList, key: ec.EllipticCurvePublicKey, der: bytes | None
+    crl: x509.CertificateRevocationList, key: ec.EllipticCurvePublicKey, signed: SignedObject | None
 ) -> bool:
     """What ``crl.is_signature_valid(key)`` answers, checked on the CRL's original DER when it is at hand."""
-    if der is None:
+    if signed is None:
         return crl.is_signature_valid(key)
     try:
-        tbs, algorithm, signature = split_signed(der, False)
+        tbs, algorithm, signature, _, _ = signed.parts()
     except ValueError:
         # A layout this reader does not take (or inner and outer algorithms that differ, which
         # is_signature_valid refuses too) gets the library's own answer.

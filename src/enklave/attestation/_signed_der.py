@@ -2,14 +2,18 @@
 
 A Certificate (RFC 5280 §4.1) and a CertificateList (§5.1) are both SEQUENCE { tbs, signatureAlgorithm,
 signatureValue }: the signed bytes are the tbs element exactly as received, so slicing them from the original
-encoding is at least as exact as encoding the parsed object again, and cheaper.
+encoding is at least as exact as encoding the parsed object again, and cheaper. The issuer and subject names
+are sliced too, so that chaining can compare names as bytes first (identical encodings are equal names).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
 from enklave.sgx._der import TAG_SEQUENCE, read_tlv
 
-__all__ = ["ECDSA_WITH_SHA256_DER", "split_signed"]
+__all__ = ["ECDSA_WITH_SHA256_DER", "SignedObject", "SignedParts", "split_signed"]
 
 # AlgorithmIdentifier { ecdsa-with-SHA256 } with its parameters absent (RFC 5758 §3.2), as DER: what every
 # certificate and CRL of the SGX PKI is signed with.
@@ -26,9 +30,24 @@ def _element(der: bytes, pos: int, end: int, tag: int, what: str) -> tuple[int, 
     return start, stop
 
 
-def split_signed(der: bytes, certificate: bool) -> tuple[bytes, bytes, bytes]:
+class SignedParts(NamedTuple):
+    """A signed object's parts, each sliced from its DER."""
+
+    tbs: bytes
+    """The signed bytes: the whole tbsCertificate or tbsCertList element."""
+    algorithm: bytes
+    """The signatureAlgorithm AlgorithmIdentifier element."""
+    signature: bytes
+    """The signatureValue BIT STRING's bytes (for ECDSA, the DER Ecdsa-Sig-Value)."""
+    issuer: bytes
+    """The issuer Name element."""
+    subject: bytes
+    """The subject Name element; empty for a CRL, which has none."""
+
+
+def split_signed(der: bytes, certificate: bool) -> SignedParts:
     """Split a Certificate (RFC 5280 §4.1) or, with ``certificate`` false, a CertificateList (§5.1) DER into
-    ``(signed bytes, signatureAlgorithm TLV, signature)``.
+    its :class:`SignedParts`.
 
     Both are SEQUENCE { tbs, signatureAlgorithm, signatureValue }: the signed bytes are the first element's
     whole TLV, sliced from the original encoding (never re-encoded), and the signature is the signatureValue
@@ -59,4 +78,40 @@ def split_signed(der: bytes, certificate: bool) -> tuple[bytes, bytes, bytes]:
     algorithm = der[tbs_end:algorithm_end]
     if pos + len(algorithm) > tbs_end or not der.startswith(algorithm, pos):
         raise ValueError("the inner and outer signature algorithms differ")
-    return der[start:tbs_end], algorithm, der[signature_start + 1 : signature_end]
+    # issuer follows the signature field in both; a certificate's subject follows its validity (§4.1).
+    issuer_start = pos + len(algorithm)
+    issuer_end = _element(der, issuer_start, tbs_end, TAG_SEQUENCE, "issuer")[1]
+    subject = b""
+    if certificate:
+        validity_end = _element(der, issuer_end, tbs_end, TAG_SEQUENCE, "validity")[1]
+        subject = der[validity_end : _element(der, validity_end, tbs_end, TAG_SEQUENCE, "subject")[1]]
+    return SignedParts(
+        der[start:tbs_end],
+        algorithm,
+        der[signature_start + 1 : signature_end],
+        der[issuer_start:issuer_end],
+        subject,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SignedObject:
+    """The DER a certificate (or, with ``certificate`` false, a CRL) was read from, for checks of its signature.
+
+    :meth:`parts` splits it on first use and keeps the result, as the parsed certificate objects keep their
+    lazily decoded fields: an object held by a collateral is split once, however often it is verified, while
+    the signature itself is checked on every verification. Equality is that of the DER.
+    """
+
+    der: bytes
+    certificate: bool
+    _parts: SignedParts | None = field(default=None, init=False, repr=False, compare=False)
+
+    def parts(self) -> SignedParts:
+        """The object's parts; raises ``ValueError`` as :func:`split_signed` does, every time it is asked."""
+        parts = self._parts
+        if parts is None:
+            parts = split_signed(self.der, self.certificate)
+            # Two threads may both split: they store equal values.
+            object.__setattr__(self, "_parts", parts)
+        return parts

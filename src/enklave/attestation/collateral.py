@@ -31,6 +31,7 @@ from enklave.attestation._documents import (
     TcbLevel,
     TcbStatus,
 )
+from enklave.attestation._signed_der import SignedObject
 from enklave.errors import InvalidCollateral, UsageError
 
 __all__ = [
@@ -156,9 +157,9 @@ def _chain_pem(name: str, chain: tuple[x509.Certificate, ...], pem: bytes) -> by
     return bytes(pem)
 
 
-def _ders(chain: tuple[x509.Certificate, ...]) -> tuple[bytes, ...]:
+def _signed(chain: tuple[x509.Certificate, ...]) -> tuple[SignedObject, ...]:
     # The parser takes strict DER only, so a certificate encodes to exactly the bytes it was read from.
-    return tuple(certificate.public_bytes(Encoding.DER) for certificate in chain)
+    return tuple(SignedObject(certificate.public_bytes(Encoding.DER), True) for certificate in chain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +167,11 @@ class SignedDer:
     """The DER of a collateral's certificates (chain by chain) and CRLs: each object was parsed from, or
     encodes to, exactly these bytes, so signature checks slice their signed bytes from them."""
 
-    pck_crl_issuer_chain: tuple[bytes, ...]
-    tcb_info_issuer_chain: tuple[bytes, ...]
-    qe_identity_issuer_chain: tuple[bytes, ...]
-    root_ca_crl: bytes
-    pck_crl: bytes
+    pck_crl_issuer_chain: tuple[SignedObject, ...]
+    tcb_info_issuer_chain: tuple[SignedObject, ...]
+    qe_identity_issuer_chain: tuple[SignedObject, ...]
+    root_ca_crl: SignedObject
+    pck_crl: SignedObject
 
 
 _REQUIRED_KEYS = (
@@ -230,11 +231,11 @@ class QuoteCollateral:
         _next_update(self.pck_crl)
         # CRL objects re-encode exactly to the DER they were parsed from (the parser takes strict DER only).
         signed_der = SignedDer(
-            _ders(self.pck_crl_issuer_chain),
-            _ders(self.tcb_info_issuer_chain),
-            _ders(self.qe_identity_issuer_chain),
-            self.root_ca_crl.public_bytes(Encoding.DER),
-            self.pck_crl.public_bytes(Encoding.DER),
+            _signed(self.pck_crl_issuer_chain),
+            _signed(self.tcb_info_issuer_chain),
+            _signed(self.qe_identity_issuer_chain),
+            SignedObject(self.root_ca_crl.public_bytes(Encoding.DER), False),
+            SignedObject(self.pck_crl.public_bytes(Encoding.DER), False),
         )
         object.__setattr__(self, "signed_der", signed_der)
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from enklave.attestation._signed_der import SignedObject
 from enklave.errors import InvalidCollateral, UsageError
 
 __all__ = [
@@ -78,6 +79,8 @@ class TrustedRoot:
     simulated: bool = False
     intel: bool = False
     der: bytes = field(init=False, repr=False, compare=False)
+    signed: SignedObject = field(init=False, repr=False, compare=False)
+    """The DER, for the checks of the certificates the root issues (see :mod:`enklave.attestation._pki`)."""
     public_key: ec.EllipticCurvePublicKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -89,7 +92,9 @@ class TrustedRoot:
             object.__setattr__(self, "simulated", True)
         if self.intel and self.simulated:
             raise UsageError("a root cannot be both Intel's and simulated")
-        object.__setattr__(self, "der", self.certificate.public_bytes(serialization.Encoding.DER))
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        object.__setattr__(self, "der", der)
+        object.__setattr__(self, "signed", SignedObject(der, True))
         object.__setattr__(self, "public_key", key)
         if self.intel and not hmac.compare_digest(self.fingerprint, INTEL_SGX_ROOT_CA_SHA256):
             raise UsageError("only the pinned Intel SGX Root CA may be marked intel=True")

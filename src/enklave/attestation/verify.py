@@ -318,11 +318,13 @@ def _check_pck(chain_pem: bytes, checked: _CollateralCheck, now: datetime) -> _P
         collateral.pck_crl_issuer_chain,
         collateral.signed_der.pck_crl_issuer_chain,
     )
-    chain, ders = _pki.load_evidence_chain(chain_pem, "the PCK certificate chain", _MAX_PCK_CHAIN, tail)
+    chain, signed = _pki.load_evidence_chain(chain_pem, "the PCK certificate chain", _MAX_PCK_CHAIN, tail)
 
     # 4. PCK chain: issuance up to the collateral's root, validity, revocation by the root CA and PCK CRLs.
     issued = list(checked.issued)
-    root, below = _pki.check_chain("PCK certificate chain", chain, (checked.root,), now, window, issued, ders)
+    root, below = _pki.check_chain(
+        "PCK certificate chain", chain, (checked.root,), now, window, issued, signed
+    )
     if root is not checked.root:
         raise CertificateChainError("the PCK chain ends in another root than the collateral")
     leaf, chain_ca = _single_below_root("PCK certificate chain", below, 2)
