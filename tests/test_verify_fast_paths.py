@@ -104,6 +104,24 @@ def test_non_certificate_block_in_the_head_is_still_refused(
         _load(extra + head + tail.pem, tail)
 
 
+def test_each_issuance_signature_is_checked_once_per_verification(
+    real_quote: bytes, real_collateral: QuoteCollateral, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[tuple[bytes, bytes]] = []
+    original = _pki.check_issued_by
+
+    def counting(what, cert, issuer, signed=None, issuer_signed=None):  # type: ignore[no-untyped-def]
+        checked.append((cert.public_bytes(Encoding.DER), issuer.public_bytes(Encoding.DER)))
+        original(what, cert, issuer, signed, issuer_signed)
+
+    monkeypatch.setattr(_pki, "check_issued_by", counting)
+    verify_quote(real_quote, real_collateral, now=REAL_INSIDE)
+    # The PCK CA (in the PCK CRL issuer chain and the PCK chain) and the TCB signing certificate (in the TCB info
+    # and QE identity chains) appear twice; each issuance is checked once: PCK CA, TCB signing, PCK leaf.
+    assert len(checked) == 3
+    assert len(set(checked)) == 3
+
+
 def test_uncached_and_cached_verification_agree(real_quote: bytes, real_collateral: QuoteCollateral) -> None:
     uncached = verify_quote(real_quote, real_collateral, now=REAL_INSIDE)
     cached = QuoteVerifier().verify(real_quote, real_collateral, now=REAL_INSIDE)

@@ -141,20 +141,8 @@ def _subject_der(signed: SignedObject | None) -> bytes | None:
         return None
 
 
-Issued = list[tuple[x509.Certificate, x509.Certificate]]
-"""(certificate, issuer) pairs whose issuance one verification has already checked."""
-
-
-def _already_issued(verified: Issued, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    # A scan by identity first (the collateral's chains share certificate objects), then by equality; hashing
-    # a certificate (what a set of pairs would do) costs microseconds every time.
-    for seen_cert, seen_issuer in verified:
-        if seen_cert is cert and seen_issuer is issuer:
-            return True
-    for seen_cert, seen_issuer in verified:
-        if (seen_cert is cert or seen_cert == cert) and (seen_issuer is issuer or seen_issuer == issuer):
-            return True
-    return False
+Issued = set[tuple[bytes, bytes]]
+"""(certificate DER, issuer DER) pairs whose issuance one verification has already checked."""
 
 
 def check_chain(
@@ -171,9 +159,9 @@ def check_chain(
     Checks every certificate's validity at ``now`` and every issuance signature; returns the trusted root and
     the certificates below it (the chain without the root when the chain includes it).
     The root must be identical, byte for byte, to a trusted one: a self-signed look-alike is rejected.
-    ``verified`` remembers (certificate, issuer) pairs already checked within one verification, because the
+    ``signed``, when given, holds the original DER of each certificate of ``chain``. ``verified`` then
+    remembers the (certificate, issuer) pairs already checked within one verification, because the
     collateral's chains share certificates (the PCK CA and the TCB signing certificate appear twice).
-    ``signed``, when given, holds the original DER of each certificate of ``chain``.
     """
     if not chain:
         raise InvalidCollateral(f"{what}: empty certificate chain")
@@ -196,10 +184,12 @@ def check_chain(
     for index in range(len(certs) - 1, -1, -1):
         cert = certs[index]
         cert_signed = None if signed is None else signed[index]
-        if verified is None or not _already_issued(verified, cert, issuer):
+        # Bytes cache their hash, so looking a pair of DER encodings up costs a fraction of a microsecond.
+        pair = None if cert_signed is None or issuer_signed is None else (cert_signed.der, issuer_signed.der)
+        if verified is None or pair is None or pair not in verified:
             check_issued_by(f"{what}: certificate {index}", cert, issuer, cert_signed, issuer_signed)
-            if verified is not None:
-                verified.append((cert, issuer))
+            if verified is not None and pair is not None:
+                verified.add(pair)
         # The validity window, as check_certificate_time checks it, with the message built only on failure.
         not_before = cert.not_valid_before_utc
         not_after = cert.not_valid_after_utc

@@ -25,6 +25,7 @@ used outside its validity window, so expiry is detected exactly as without the c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import threading
@@ -69,7 +70,7 @@ class _CollateralCheck:
     collateral: QuoteCollateral  # kept alive so that id(collateral) cannot be reused while cached
     root: TrustedRoot
     window: Window
-    issued: tuple[tuple[x509.Certificate, x509.Certificate], ...]  # (certificate, issuer) signatures checked
+    issued: frozenset[tuple[bytes, bytes]]  # (certificate DER, issuer DER) signatures checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +241,7 @@ def _check_collateral(
     collateral: QuoteCollateral, roots: Sequence[TrustedRoot], now: datetime
 ) -> _CollateralCheck:
     window = _full_window()
-    issued: _pki.Issued = []
+    issued: _pki.Issued = set()
     # Signatures are checked on the signed bytes sliced from the DER each object was parsed from.
     der = collateral.signed_der
 
@@ -280,7 +281,7 @@ def _check_collateral(
         _pki.check_time(what, signed.issue_date, signed.next_update, now, window)
     if collateral.qe_identity.id != "QE":
         raise CollateralMismatchError(f"the QE identity is for {collateral.qe_identity.id!r}, not the SGX QE")
-    return _CollateralCheck(collateral, root, window, tuple(issued))
+    return _CollateralCheck(collateral, root, window, frozenset(issued))
 
 
 def _single_below_root(
@@ -321,7 +322,7 @@ def _check_pck(chain_pem: bytes, checked: _CollateralCheck, now: datetime) -> _P
     chain, signed = _pki.load_evidence_chain(chain_pem, "the PCK certificate chain", _MAX_PCK_CHAIN, tail)
 
     # 4. PCK chain: issuance up to the collateral's root, validity, revocation by the root CA and PCK CRLs.
-    issued = list(checked.issued)
+    issued = set(checked.issued)
     root, below = _pki.check_chain(
         "PCK certificate chain", chain, (checked.root,), now, window, issued, signed
     )
@@ -366,4 +367,11 @@ def verify_quote(
     Raises :class:`~enklave.errors.InvalidQuote` for unparsable evidence and a
     :class:`~enklave.errors.VerificationError` subclass for every failed check.
     """
-    return QuoteVerifier(roots, cache_size=0).verify(quote, collateral, now=now)
+    verifier = _default_uncached_verifier() if roots is None else QuoteVerifier(roots, cache_size=0)
+    return verifier.verify(quote, collateral, now=now)
+
+
+@functools.cache
+def _default_uncached_verifier() -> QuoteVerifier:
+    # Without a cache a verifier holds nothing but its roots, so one instance serves every call and thread.
+    return QuoteVerifier(cache_size=0)
