@@ -34,6 +34,7 @@ pyasn1 0.6.5 took about 850 µs to decode the same bytes (docs/adr/0002-pck-exte
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Final, TypeVar, cast
 
@@ -86,6 +87,14 @@ _TCB_COMPONENT_OIDS: Final = {_OID_TCB + bytes([number]): number - 1 for number 
 _COMPONENT_ENCODINGS: Final = tuple(
     (b"\x30\x10\x06\x0b" + oid + b"\x02\x01", b"\x30\x11\x06\x0b" + oid + b"\x02\x02\x00")
     for oid in _TCB_COMPONENT_OIDS
+)
+# The same encodings as one pattern: the 16 components first and in order, each capturing its value octet
+# (group 2n+1 when it is below 128, group 2n+2 otherwise), so that one match reads them all.
+_COMPONENTS_IN_ORDER: Final = re.compile(
+    b"".join(
+        b"(?:" + re.escape(short) + b"([\x00-\x7f])|" + re.escape(long) + b"([\x80-\xff]))"
+        for short, long in _COMPONENT_ENCODINGS
+    )
 )
 _OID_PCESVN: Final = _OID_TCB + b"\x11"
 _OID_CPUSVN: Final = _OID_TCB + b"\x12"
@@ -328,22 +337,15 @@ def _parse_tcb(data: bytes, entry: _der.Entry) -> PckTcb:
     pce_svn: int | None = None
     cpu_svn: bytes | None = None
     seen: set[bytes] = set()
-    expected = 0
     pos = start
+    # Fast path: the 16 components in the profile's order, each in its only DER encoding (see
+    # _COMPONENT_ENCODINGS). Anything else, and whatever follows them, goes through the general parser.
+    in_order = _COMPONENTS_IN_ORDER.match(data, start, stop)
+    if in_order is not None:
+        values = in_order.groups()
+        svns = [(values[2 * n] or values[2 * n + 1])[0] for n in range(_TCB_COMPONENT_COUNT)]
+        pos = in_order.end()
     while pos < stop:
-        # Fast path for the component that the profile's order puts next (see _COMPONENT_ENCODINGS).
-        if expected < _TCB_COMPONENT_COUNT and svns[expected] is None:
-            short, long = _COMPONENT_ENCODINGS[expected]
-            if data.startswith(short, pos) and pos + 18 <= stop and data[pos + 17] < 0x80:
-                svns[expected] = data[pos + 17]
-                expected += 1
-                pos += 18
-                continue
-            if data.startswith(long, pos) and pos + 19 <= stop and data[pos + 18] >= 0x80:
-                svns[expected] = data[pos + 18]
-                expected += 1
-                pos += 19
-                continue
         entry_pos = pos
         inner, pos = _der.read_entry(data, pos, stop, _KNOWN_OIDS)
         oid = inner[0]
@@ -353,7 +355,6 @@ def _parse_tcb(data: bytes, entry: _der.Entry) -> PckTcb:
         if index is not None:
             duplicate = duplicate or svns[index] is not None
             svns[index] = _der.read_unsigned(data, inner, _MAX_SVN, "SGX TCB component SVN")
-            expected = index + 1
         elif oid == _OID_PCESVN:
             pce_svn = _der.read_unsigned(data, inner, _MAX_PCESVN, "PCESVN")
         elif oid == _OID_CPUSVN:
