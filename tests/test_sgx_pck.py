@@ -389,6 +389,19 @@ def test_component_svns_out_of_order_and_above_127() -> None:
     assert ext.tcb == PckTcb(comp_svns=tuple(comps), pce_svn=0xFFFF, cpu_svn=b"\x07" * 16)
 
 
+@pytest.mark.parametrize("order", ["in order", "a duplicate after them"])
+def test_component_svns_in_order_on_both_sides_of_127(order: str) -> None:
+    comps = [200, 0, 127, 128, 255, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+    inner = tcb_entries(comps, 0x1234, b"\x07" * 16)
+    if order == "in order":
+        ext = PckExtension.from_der(_replace(1, entry(f"{SGX}.2", seq(*inner))))
+        assert ext.tcb == PckTcb(comp_svns=tuple(comps), pce_svn=0x1234, cpu_svn=b"\x07" * 16)
+    else:
+        # The 16 read in one match, then component 4 again: still a duplicate.
+        duplicated = seq(*inner[:16], inner[3], *inner[16:])
+        rejects(_replace(1, entry(f"{SGX}.2", duplicated)), r"2\.4 appears more than once")
+
+
 def test_oversized_input_is_rejected() -> None:
     padding = entry(f"{SGX}.20", octets(b"\x00" * MAX_EXTENSION_SIZE))
     rejects(seq(*top_entries(QUOTE_EXT), padding), "more than the limit")
