@@ -44,9 +44,9 @@ class Window:
     def narrow(self, not_before: datetime, not_after: datetime) -> None:
         """Intersect with another validity interval."""
         # Comparisons rather than max() and min(): this runs a dozen times per uncached verification.
-        if not_before > self.not_before:
+        if not_before > self.not_before:  # noqa: PLR1730
             self.not_before = not_before
-        if not_after < self.not_after:
+        if not_after < self.not_after:  # noqa: PLR1730
             self.not_after = not_after
 
     def contains(self, now: datetime) -> bool:
