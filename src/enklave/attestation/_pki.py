@@ -221,8 +221,8 @@ class KnownChain:
 def load_evidence_chain(
     pem: bytes, what: str, max_length: int, tail: KnownChain | None = None
 ) -> tuple[list[x509.Certificate], list[SignedObject]]:
-    """Load a PEM chain that came with evidence, forcing every lazily parsed field now; returns the certificates
-    and the DER each was read from, for :func:`check_chain`.
+    """Load a PEM chain that came with evidence, forcing every lazily parsed field of the certificates it reads;
+    returns the certificates and the DER each was read from, for :func:`check_chain`.
 
     cryptography decodes names, extensions and keys on first access; touching them here turns a malformed
     certificate into :class:`InvalidQuote` at parse time instead of a ``ValueError`` deep inside a check.
@@ -232,8 +232,14 @@ def load_evidence_chain(
     """
     loaded = _load_with_known_tail(pem, tail)
     try:
-        chain = x509.load_pem_x509_certificates(pem) if loaded is None else loaded[0]
-        for cert in chain:
+        if loaded is None:
+            chain = new = x509.load_pem_x509_certificates(pem)
+        else:
+            # The one block decoded before the tail is new; the tail's certificates are the caller's own, already
+            # loaded and in use.
+            chain = loaded[0]
+            new = chain[:1]
+        for cert in new:
             # Names are left lazy: decoding them costs more than the rest, the checks compare them as DER
             # first, and messages go through subject_of(), which never raises.
             _ = (cert.extensions, cert.public_key(), cert.not_valid_after_utc, cert.not_valid_before_utc,
