@@ -272,10 +272,14 @@ def test_bad_self_signature_and_validity(platform: SimulatedPlatform) -> None:
 def test_certificates_without_evidence_or_with_other_keys(platform: SimulatedPlatform) -> None:
     with pytest.raises(BadDataError):
         _verify(b"\x30\x03\x02\x01\x00")
+    # A version X.509 does not define: cryptography raises InvalidVersion, which is not a ValueError.
+    made = create_attested_certificate(platform)
+    at = made.certificate_der.index(b"\xa0\x03\x02\x01\x02")
+    with pytest.raises(BadDataError, match=r"not a DER X\.509 certificate"):
+        _verify(made.certificate_der[: at + 4] + b"\x05" + made.certificate_der[at + 5 :])
     plain = _self_signed(ec.generate_private_key(ec.SECP256R1()), [])
     with pytest.raises(InvalidQuote):
         _verify(plain)
-    made = create_attested_certificate(platform)
     p521 = ec.generate_private_key(ec.SECP521R1())
     with pytest.raises(InvalidKey):
         _verify(_self_signed(p521, [(DICE_EVIDENCE_OID, _extension(made, DICE_EVIDENCE_OID))]))

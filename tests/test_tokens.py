@@ -424,6 +424,16 @@ def test_jwks_whose_n_disagrees_with_x5c_is_refused(signer: TokenSigner, other_s
         verifier.verify(signer.sign({}, now=NOW))
 
 
+def test_jwks_x5c_certificate_of_an_unknown_x509_version_is_refused(signer: TokenSigner) -> None:
+    (entry,) = signer.jwks()["keys"]
+    der = base64.b64decode(entry["x5c"][0])
+    at = der.index(b"\xa0\x03\x02\x01\x02")  # [0] EXPLICIT version v3; 5 is no X.509 version
+    bad = base64.b64encode(der[: at + 4] + b"\x05" + der[at + 5 :]).decode()
+    verifier = TokenVerifier(ISSUER, StaticJwksSource({"keys": [entry | {"x5c": [bad]}]}), clock=Clock(NOW))
+    with pytest.raises(InvalidToken, match="not a base64 DER certificate"):
+        verifier.verify(signer.sign({}, now=NOW))
+
+
 def test_http_jwks_source(signer: TokenSigner) -> None:
     good = MockTransport({JKU: HttpResponse(200, {}, json.dumps(signer.jwks()).encode())})
     assert HttpJwksSource(JKU, good).fetch() == signer.jwks()

@@ -3,6 +3,7 @@ same signed bytes, the same verdicts, the same refusals (error type and message)
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from datetime import timedelta
 
@@ -17,10 +18,12 @@ from cryptography.x509.oid import NameOID
 from conftest import REAL_INSIDE
 from enklave.attestation import _pki
 from enklave.attestation._signed_der import SignedObject, split_signed
-from enklave.attestation.collateral import QuoteCollateral, parse_crl
+from enklave.attestation.collateral import QuoteCollateral, parse_crl, parse_pem_chain
+from enklave.attestation.trust import TrustedRoot
 from enklave.attestation.verify import verify_quote
-from enklave.errors import CertificateChainError, InvalidCollateral, SignatureError
+from enklave.errors import CertificateChainError, InvalidCollateral, InvalidQuote, SignatureError
 from enklave.sgx.quote import Quote
+from enklave.sgx.views import pck_certificates_from_pem
 
 # ecdsa-with-SHA256 and ecdsa-with-SHA384 AlgorithmIdentifiers (RFC 5758 §3.2): they differ in the last byte.
 SHA256_ALG = bytes.fromhex("300a06082a8648ce3d040302")
@@ -258,6 +261,44 @@ def test_only_a_canonical_leaf_block_is_decoded_before_the_tail(
     # Other layouts of the same block are left to the library's reader too.
     for other in (head.replace(b"\n", b"\r\n"), head.replace(b"\n", b"\n\n", 2), b" " + head):
         assert _pki._load_with_known_tail(other + tail, known) is None
+
+
+def _with_version(der: bytes, version: int) -> bytes:
+    """The certificate with its [0] EXPLICIT version INTEGER set to ``version`` (X.509 knows 0 to 2)."""
+    at = der.index(b"\xa0\x03\x02\x01\x02")
+    return der[: at + 4] + bytes([version]) + der[at + 5 :]
+
+
+def _pem_block(der: bytes) -> bytes:
+    text = base64.b64encode(der)
+    lines = b"".join(text[i : i + 64] + b"\n" for i in range(0, len(text), 64))
+    return b"-----BEGIN CERTIFICATE-----\n" + lines + b"-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize("layout", ["canonical block before the tail", "library reader"])
+def test_certificate_of_an_unknown_x509_version_is_invalid_evidence(
+    real_quote: bytes, real_collateral: QuoteCollateral, layout: str
+) -> None:
+    head, tail = _leaf_block(real_quote, real_collateral)
+    leaf = x509.load_pem_x509_certificate(head)
+    # cryptography raises InvalidVersion, which is not a ValueError, for a version it does not know.
+    bad = _pem_block(_with_version(leaf.public_bytes(Encoding.DER), 5))
+    assert len(bad) == len(head)
+    if layout == "library reader":
+        bad = bad.replace(b"\n", b"\r\n")
+    with pytest.raises(InvalidQuote, match="is malformed"):
+        _pki.load_evidence_chain(bad + tail, "the PCK certificate chain", 4, _tail(real_collateral))
+    if layout != "library reader":
+        # Same length as the genuine block, so the quote's sizes still hold: the whole verification refuses it.
+        quote = real_quote.replace(head, bad)
+        with pytest.raises(InvalidQuote, match="is malformed"):
+            verify_quote(quote, real_collateral, now=REAL_INSIDE)
+        with pytest.raises(InvalidQuote):
+            pck_certificates_from_pem(bad + tail)
+    with pytest.raises(InvalidCollateral, match="malformed"):
+        parse_pem_chain(bad)
+    with pytest.raises(InvalidCollateral, match="cannot read root certificate"):
+        TrustedRoot.from_pem(bad)
 
 
 # -- end to end ------------------------------------------------------------------------------------------

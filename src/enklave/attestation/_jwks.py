@@ -167,7 +167,7 @@ def _x5c(entry: Mapping[str, Any], kid: str) -> tuple[x509.Certificate, ...]:
         try:
             der = base64.b64decode(item, validate=True) if isinstance(item, str) else b""
             certificates.append(x509.load_der_x509_certificate(der))
-        except (binascii.Error, ValueError) as exc:
+        except (binascii.Error, ValueError, x509.InvalidVersion) as exc:
             raise InvalidToken(f"JWKS key {kid!r}: x5c[{index}] is not a base64 DER certificate") from exc
     return tuple(certificates)
 

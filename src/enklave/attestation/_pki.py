@@ -244,7 +244,7 @@ def load_evidence_chain(
             # first, and messages go through subject_of(), which never raises.
             _ = (cert.extensions, cert.public_key(), cert.not_valid_after_utc, cert.not_valid_before_utc,
                  cert.signature_hash_algorithm)  # fmt: skip
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
         raise InvalidQuote(f"{what} is malformed: {exc}") from exc
     if not 1 <= len(chain) <= max_length:
         raise InvalidQuote(f"{what} has {len(chain)} certificates, expected 1 to {max_length}")
@@ -288,7 +288,7 @@ def _load_with_known_tail(
         if binascii.b2a_base64(der, newline=False) != text:
             return None
         certificate = x509.load_der_x509_certificate(der)
-    except ValueError:  # binascii.Error is a ValueError
+    except (ValueError, x509.InvalidVersion):  # binascii.Error is a ValueError
         return None
     return [certificate, *tail.certificates], [SignedObject(der, True), *tail.signed]
 

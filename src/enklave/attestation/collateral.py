@@ -95,7 +95,7 @@ def parse_pem_chain(text: bytes | str) -> tuple[x509.Certificate, ...]:
             raise _invalid(f"PEM certificate chain has more than {MAX_CHAIN_LENGTH} certificates")
         try:
             certificates.append(x509.load_pem_x509_certificate(match.group(0)))
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise _invalid(f"certificate {len(certificates)} of the PEM chain is malformed") from exc
         position = match.end()
     if data[position:].strip():

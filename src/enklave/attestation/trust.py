@@ -117,7 +117,7 @@ class TrustedRoot:
                 x509.load_pem_x509_certificate(pem) if pem.lstrip().startswith(b"-----")
                 else x509.load_der_x509_certificate(pem)
             )  # fmt: skip
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise InvalidCollateral(f"cannot read root certificate: {exc}") from exc
         if hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest() == INTEL_SGX_ROOT_CA_SHA256:
             return intel_sgx_root()

@@ -209,7 +209,7 @@ def _load_certificate(cert_der: bytes) -> x509.Certificate:
         raise BadDataError(f"the peer certificate is {len(cert_der)} bytes, over {MAX_CERTIFICATE_SIZE}")
     try:
         return x509.load_der_x509_certificate(bytes(cert_der))
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise BadDataError("the peer certificate is not a DER X.509 certificate") from exc
 
 

@@ -73,7 +73,7 @@ def pck_certificates_from_pem(pem: bytes) -> list[x509.Certificate]:
     """A PCK chain in PEM, parsed; raises :class:`InvalidQuote` when it is not PEM certificates."""
     try:
         return x509.load_pem_x509_certificates(pem)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise InvalidQuote(f"the PCK certificate chain is not valid PEM: {exc}") from exc
 
 

@@ -197,7 +197,7 @@ def simulated_root(home: Path | str | None = None) -> TrustedRoot:
     path = sim_dir(home) / "public" / "root_ca.pem"
     try:
         certificate = x509.load_pem_x509_certificate(_read(path))
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise PlatformError(f"{path} is damaged") from exc
     root = TrustedRoot(certificate, SIMULATED_ROOT_NAME, simulated=True)
     if root.fingerprint != info.root_fingerprint:
@@ -390,7 +390,7 @@ def load_qe(home: Path | str | None = None) -> SimulatedQe:
     pck_chain = _read(sim / "public" / "pck_chain.pem")
     try:
         leaf = x509.load_pem_x509_certificate(pck_chain)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise PlatformError(f"the PCK certificate chain in {sim / 'public'} is damaged") from exc
     if leaf.public_key() != pck_key.public_key():
         raise PlatformError(f"the PCK certificate in {sim / 'public'} does not certify this CPU's PCK key")

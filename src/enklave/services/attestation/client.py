@@ -224,7 +224,7 @@ class AttestationClient(ServiceClient):
                 result[entry["kid"]] = [
                     x509.load_der_x509_certificate(base64.b64decode(item, validate=True)) for item in chain
                 ]
-            except ValueError as exc:
+            except (ValueError, x509.InvalidVersion) as exc:
                 raise BadDataError("a JWKS entry's x5c holds a malformed certificate") from exc
         return result
 
