@@ -167,6 +167,40 @@ def test_issuer_names_compare_as_names_when_their_encodings_differ(with_der: boo
     _pki.check_issued_by("leaf", leaf, ca, signed(leaf), unreadable)
 
 
+def _tlv(tag: int, content: bytes) -> bytes:
+    """A DER element with a minimal length (X.690 §10.1)."""
+    size = len(content)
+    if size < 0x80:
+        return bytes([tag, size]) + content
+    octets = size.to_bytes((size.bit_length() + 7) // 8)
+    return bytes([tag, 0x80 | len(octets)]) + octets + content
+
+
+def _resigned(der: bytes, old: bytes, new: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:
+    """The certificate with ``old`` replaced by ``new`` (same length) in its TBS, signed again by ``key``."""
+    parts = split_signed(der, True)
+    tbs = parts.tbs.replace(old, new)
+    signature = key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    return _tlv(0x30, tbs + parts.algorithm + _tlv(0x03, b"\x00" + signature))
+
+
+def test_an_undecodable_issuer_name_is_refused_even_when_the_bytes_match() -> None:
+    root_key, ca_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root = _certificate(_cn("Root"), _cn("Root"), root_key, root_key.public_key())
+    ca = _certificate(_cn("ZZZZ"), _cn("Root"), root_key, ca_key.public_key())
+    leaf = _certificate(_cn("Leaf"), _cn("ZZZZ"), ca_key, leaf_key.public_key())
+    # The CA's subject and the leaf's issuer become the same UTF8String that is not UTF-8, each properly signed.
+    good, bad = b"\x0c\x04ZZZZ", b"\x0c\x04\xff\xfe\xfd\xfc"
+    ca_der = _resigned(ca.public_bytes(Encoding.DER), good, bad, root_key)
+    leaf_der = _resigned(leaf.public_bytes(Encoding.DER), good, bad, ca_key)
+    ca_cert, leaf_cert = x509.load_der_x509_certificate(ca_der), x509.load_der_x509_certificate(leaf_der)
+    _pki.check_issued_by("CA", ca_cert, root)  # the CA's issuer is a good name
+    with pytest.raises(CertificateChainError, match="is not issued by"):
+        _pki.check_issued_by(
+            "leaf", leaf_cert, ca_cert, SignedObject(leaf_der, True), SignedObject(ca_der, True)
+        )
+
+
 def _crl_verdicts(crl_der: bytes, issuer: x509.Certificate) -> tuple[str, str, bool]:
     crl = x509.load_der_x509_crl(crl_der)
     messages = []

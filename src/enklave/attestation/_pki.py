@@ -121,7 +121,10 @@ def _check_issued_by(
         signed = SignedObject(cert.public_bytes(Encoding.DER), True)
     tbs, algorithm, signature, issuer_name, _ = signed.parts()
     # Names encoded identically are equal; names encoded differently are compared as names (RFC 5280 §7.1).
-    if issuer_name != _subject_der(issuer_signed) and cert.issuer != issuer.subject:
+    # Decoding the issuer's subject (its certificate object keeps it) also proves that bytes equal to it are a
+    # well-formed name, as decoding both names would: an undecodable name fails here with ValueError.
+    subject = issuer.subject
+    if issuer_name != _subject_der(issuer_signed) and cert.issuer != subject:
         raise CertificateChainError(f"{what} names another issuer than {subject_of(issuer)}")
     key = issuer.public_key()
     # Every SGX certificate is signed with ECDSA-SHA256; reusing one ECDSA object saves a construction each.
