@@ -19,6 +19,7 @@ from conftest import REAL_INSIDE
 from enklave.attestation import _pki
 from enklave.attestation._signed_der import SignedObject, split_signed
 from enklave.attestation.collateral import QuoteCollateral, parse_crl, parse_pem_chain
+from enklave.attestation.evidence import collateral_request
 from enklave.attestation.trust import TrustedRoot
 from enklave.attestation.verify import verify_quote
 from enklave.errors import CertificateChainError, InvalidCollateral, InvalidQuote, SignatureError
@@ -333,6 +334,19 @@ def test_certificate_of_an_unknown_x509_version_is_invalid_evidence(
         parse_pem_chain(bad)
     with pytest.raises(InvalidCollateral, match="cannot read root certificate"):
         TrustedRoot.from_pem(bad)
+
+
+def test_a_malformed_issuer_name_in_the_quote_is_invalid_evidence(
+    real_quote: bytes, real_collateral: QuoteCollateral
+) -> None:
+    head, _ = _leaf_block(real_quote, real_collateral)
+    der = x509.load_pem_x509_certificate(head).public_bytes(Encoding.DER)
+    name = b"Intel SGX PCK Processor CA" if b"Processor CA" in der else b"Intel SGX PCK Platform CA"
+    # The first occurrence is the issuer's common name: a UTF8String that is no longer UTF-8.
+    broken = der.replace(name, b"\xff" * len(name), 1)
+    quote = real_quote.replace(head, _pem_block(broken))
+    with pytest.raises(InvalidQuote, match="issuer name is malformed"):
+        collateral_request(Quote.from_bytes(quote))
 
 
 # -- end to end ------------------------------------------------------------------------------------------

@@ -46,7 +46,11 @@ def _request_for_chain(pem: bytes) -> CollateralRequest:
     if not certs:
         raise InvalidQuote("the quote's PCK certificate chain holds no certificate")
     leaf = certs[0]
-    names = leaf.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+    try:
+        names = leaf.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError as exc:
+        # Names decode on first access: a malformed one in the quote is bad evidence.
+        raise InvalidQuote(f"the PCK certificate's issuer name is malformed: {exc}") from exc
     issuer = str(names[0].value) if names else ""
     ca = next((value for name, value in _PCK_CA_NAMES.items() if issuer.endswith(name)), None)
     if ca is None:
