@@ -142,6 +142,26 @@ def test_errors_are_one_line_with_a_code(
     assert err.startswith("enklave: error: ")
 
 
+def test_quote_with_an_undecodable_certificate_name_is_a_clean_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    quote = Path(QUOTE).read_bytes()
+    begin, end = b"-----BEGIN CERTIFICATE-----\n", b"-----END CERTIFICATE-----\n"
+    start = quote.index(begin)
+    block = quote[start : quote.index(end, start) + len(end)]
+    der = base64.b64decode(b"".join(block.splitlines()[1:-1]))
+    # The PCK certificate's subject common name, a UTF8String made invalid UTF-8 (same length).
+    name = b"Intel SGX PCK Certificate"
+    assert der.count(name) == 1
+    text = base64.b64encode(der.replace(name, b"\xff" * len(name)))
+    lines = b"".join(text[i : i + 64] + b"\n" for i in range(0, len(text), 64))
+    path = tmp_path / "bad-name.bin"
+    path.write_bytes(quote.replace(block, begin + lines + end))
+    code, _, err = run(capsys, "quote", "show", str(path))
+    assert code == EXIT_BAD_INPUT
+    assert "malformed" in err and len(err.strip().splitlines()) == 1
+
+
 def test_truncated_quote_is_a_clean_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = tmp_path / "short.bin"
     path.write_bytes(Path(QUOTE).read_bytes()[:700])

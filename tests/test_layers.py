@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "enklave"
 # needs only a Platform, and enklave.enclave offers it to enclave code. deploy shares the runtime's layer: the
 # host asks it for the Gramine command line.
 LAYERS = {
-    "errors": 0, "_home": 0, "_json": 0, "_b64url": 0, "_samples": 0, "_templates": 0,
+    "errors": 0, "_home": 0, "_json": 0, "_b64url": 0, "_samples": 0, "_templates": 0, "_x509": 0,
     "sgx": 1,
     "attestation": 2,
     "platform": 3,

@@ -277,6 +277,11 @@ def test_certificates_without_evidence_or_with_other_keys(platform: SimulatedPla
     at = made.certificate_der.index(b"\xa0\x03\x02\x01\x02")
     with pytest.raises(BadDataError, match=r"not a DER X\.509 certificate"):
         _verify(made.certificate_der[: at + 4] + b"\x05" + made.certificate_der[at + 5 :])
+    # A key on a curve cryptography does not know (the P-256 OID's last arc changed): UnsupportedAlgorithm.
+    p256 = bytes.fromhex("06082a8648ce3d030107")
+    assert made.certificate_der.count(p256) == 1
+    with pytest.raises(InvalidKey, match="does not parse"):
+        _verify(made.certificate_der.replace(p256, p256[:-1] + b"\x7f"))
     plain = _self_signed(ec.generate_private_key(ec.SECP256R1()), [])
     with pytest.raises(InvalidQuote):
         _verify(plain)

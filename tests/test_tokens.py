@@ -434,6 +434,19 @@ def test_jwks_x5c_certificate_of_an_unknown_x509_version_is_refused(signer: Toke
         verifier.verify(signer.sign({}, now=NOW))
 
 
+def test_jwks_x5c_certificate_whose_key_does_not_load_is_refused(signer: TokenSigner) -> None:
+    (entry,) = signer.jwks()["keys"]
+    der = base64.b64decode(entry["x5c"][0])
+    rsa_oid = bytes.fromhex("06092a864886f70d010101")  # rsaEncryption
+    assert der.count(rsa_oid) == 1
+    unknown = base64.b64encode(der.replace(rsa_oid, rsa_oid[:-1] + b"\x7f")).decode()  # UnsupportedAlgorithm
+    verifier = TokenVerifier(
+        ISSUER, StaticJwksSource({"keys": [entry | {"x5c": [unknown]}]}), clock=Clock(NOW)
+    )
+    with pytest.raises(InvalidToken, match="not a base64 DER certificate"):
+        verifier.verify(signer.sign({}, now=NOW))
+
+
 def test_http_jwks_source(signer: TokenSigner) -> None:
     good = MockTransport({JKU: HttpResponse(200, {}, json.dumps(signer.jwks()).encode())})
     assert HttpJwksSource(JKU, good).fetch() == signer.jwks()

@@ -345,8 +345,46 @@ def test_a_malformed_issuer_name_in_the_quote_is_invalid_evidence(
     # The first occurrence is the issuer's common name: a UTF8String that is no longer UTF-8.
     broken = der.replace(name, b"\xff" * len(name), 1)
     quote = real_quote.replace(head, _pem_block(broken))
-    with pytest.raises(InvalidQuote, match="issuer name is malformed"):
+    with pytest.raises(InvalidQuote, match="PCK certificate chain is malformed"):
         collateral_request(Quote.from_bytes(quote))
+
+
+def test_a_duplicated_extension_in_the_quote_is_invalid_evidence(
+    real_quote: bytes, real_collateral: QuoteCollateral
+) -> None:
+    head, _ = _leaf_block(real_quote, real_collateral)
+    der = x509.load_pem_x509_certificate(head).public_bytes(Encoding.DER)
+    # subjectKeyIdentifier (2.5.29.14) renamed basicConstraints (2.5.29.19): two basicConstraints (RFC 5280 §4.2).
+    ski, basic = b"\x06\x03\x55\x1d\x0e", b"\x06\x03\x55\x1d\x13"
+    assert der.count(ski) == 1 and der.count(basic) == 1
+    quote = real_quote.replace(head, _pem_block(der.replace(ski, basic)))
+    # cryptography raises DuplicateExtension, which is not a ValueError.
+    with pytest.raises(InvalidQuote, match="is malformed"):
+        verify_quote(quote, real_collateral, now=REAL_INSIDE)
+    with pytest.raises(InvalidQuote, match="is malformed"):
+        collateral_request(Quote.from_bytes(quote))
+
+
+def test_collateral_crls_and_roots_that_do_not_decode_are_invalid_collateral(
+    real_collateral: QuoteCollateral,
+) -> None:
+    crl = real_collateral.pck_crl.public_bytes(Encoding.DER)
+    tbs = split_signed(crl, False).tbs
+    # The TBSCertList's version comes first: v2 is INTEGER 1; 5 is no CRL version (InvalidVersion on load).
+    assert tbs.index(b"\x02\x01\x01") < 8
+    version_5 = crl.replace(b"\x02\x01\x01", b"\x02\x01\x05", 1)
+    name = b"Intel SGX PCK Processor CA" if b"Processor CA" in crl else b"Intel SGX PCK Platform CA"
+    bad_issuer = crl.replace(name, b"\xff" * len(name), 1)  # the issuer's UTF8String, no longer UTF-8
+    for bad in (version_5, bad_issuer):
+        with pytest.raises(InvalidCollateral, match="CRL is malformed"):
+            parse_crl(bad)
+    ca, _ = real_collateral.pck_crl_issuer_chain
+    ca_der = ca.public_bytes(Encoding.DER)
+    bad_subject = _pem_block(ca_der[::-1].replace(name[::-1], b"\xff" * len(name), 1)[::-1])  # the subject's
+    with pytest.raises(InvalidCollateral, match="malformed"):
+        parse_pem_chain(bad_subject)
+    with pytest.raises(InvalidCollateral, match="cannot read root certificate"):
+        TrustedRoot.from_pem(bad_subject)
 
 
 # -- end to end ------------------------------------------------------------------------------------------

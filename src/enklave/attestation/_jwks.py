@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import abc
 import base64
-import binascii
 import copy
 import hashlib
 import threading
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from enklave import _b64url
 from enklave._json import strict_loads
+from enklave._x509 import DECODE_ERRORS, decode_certificate
 from enklave.attestation._transport import Transport, printable, redact
 from enklave.errors import InvalidCollateral, InvalidToken, SignatureError, TransportError, UsageError
 
@@ -166,8 +166,8 @@ def _x5c(entry: Mapping[str, Any], kid: str) -> tuple[x509.Certificate, ...]:
         # x5c holds standard base64 (RFC 7517 section 4.7), not base64url.
         try:
             der = base64.b64decode(item, validate=True) if isinstance(item, str) else b""
-            certificates.append(x509.load_der_x509_certificate(der))
-        except (binascii.Error, ValueError, x509.InvalidVersion) as exc:
+            certificates.append(decode_certificate(x509.load_der_x509_certificate(der)))
+        except DECODE_ERRORS as exc:  # binascii.Error is a ValueError
             raise InvalidToken(f"JWKS key {kid!r}: x5c[{index}] is not a base64 DER certificate") from exc
     return tuple(certificates)
 

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from enklave._x509 import DECODE_ERRORS
 from enklave.attestation._signed_der import ECDSA_WITH_SHA256_DER, SignedObject
 from enklave.attestation.trust import TrustedRoot
 from enklave.errors import (
@@ -94,7 +95,7 @@ def check_issued_by(
     """
     try:
         _check_issued_by(what, cert, issuer, signed, issuer_signed)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
+    except (InvalidSignature, *DECODE_ERRORS) as exc:
         # Certificates parse lazily: a malformed name, extension or algorithm surfaces here as ValueError.
         raise CertificateChainError(
             f"{what} is not issued by {subject_of(issuer)}: {str(exc) or 'bad signature'}"
@@ -247,7 +248,7 @@ def load_evidence_chain(
             # first, and messages go through subject_of(), which never raises.
             _ = (cert.extensions, cert.public_key(), cert.not_valid_after_utc, cert.not_valid_before_utc,
                  cert.signature_hash_algorithm)  # fmt: skip
-    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+    except DECODE_ERRORS as exc:
         raise InvalidQuote(f"{what} is malformed: {exc}") from exc
     if not 1 <= len(chain) <= max_length:
         raise InvalidQuote(f"{what} has {len(chain)} certificates, expected 1 to {max_length}")
@@ -291,7 +292,7 @@ def _load_with_known_tail(
         if binascii.b2a_base64(der, newline=False) != text:
             return None
         certificate = x509.load_der_x509_certificate(der)
-    except (ValueError, x509.InvalidVersion):  # binascii.Error is a ValueError
+    except DECODE_ERRORS:  # binascii.Error is a ValueError
         return None
     return [certificate, *tail.certificates], [SignedObject(der, True), *tail.signed]
 
@@ -300,14 +301,14 @@ def subject_of(cert: x509.Certificate) -> str:
     """The certificate's subject for messages; a malformed name never turns an error into a crash."""
     try:
         return cert.subject.rfc4514_string()
-    except ValueError:
+    except DECODE_ERRORS:
         return "<malformed subject>"
 
 
 def _issuer_is_subject(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         return cert.issuer == issuer.subject
-    except ValueError:
+    except DECODE_ERRORS:
         return False
 
 

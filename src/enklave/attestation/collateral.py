@@ -19,6 +19,7 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from enklave._x509 import DECODE_ERRORS, decode_certificate, decode_crl
 from enklave.attestation import _signed_json as sj
 from enklave.attestation._documents import (
     MAX_ADVISORY_IDS,
@@ -94,8 +95,8 @@ def parse_pem_chain(text: bytes | str) -> tuple[x509.Certificate, ...]:
         if len(certificates) == MAX_CHAIN_LENGTH:
             raise _invalid(f"PEM certificate chain has more than {MAX_CHAIN_LENGTH} certificates")
         try:
-            certificates.append(x509.load_pem_x509_certificate(match.group(0)))
-        except (ValueError, x509.InvalidVersion) as exc:
+            certificates.append(decode_certificate(x509.load_pem_x509_certificate(match.group(0))))
+        except DECODE_ERRORS as exc:
             raise _invalid(f"certificate {len(certificates)} of the PEM chain is malformed") from exc
         position = match.end()
     if data[position:].strip():
@@ -119,12 +120,12 @@ def parse_crl(data: bytes | str) -> x509.CertificateRevocationList:
         if text.startswith(b"-----BEGIN X509 CRL-----"):
             if not _PEM_CRL.fullmatch(text):
                 raise _invalid("PEM CRL has data around its single PEM block")
-            crl = x509.load_pem_x509_crl(text)
+            crl = decode_crl(x509.load_pem_x509_crl(text))
         elif _HEX_BYTES.fullmatch(text):
-            crl = x509.load_der_x509_crl(bytes.fromhex(text.decode("ascii")))
+            crl = decode_crl(x509.load_der_x509_crl(bytes.fromhex(text.decode("ascii"))))
         else:
-            crl = x509.load_der_x509_crl(raw)
-    except ValueError as exc:
+            crl = decode_crl(x509.load_der_x509_crl(raw))
+    except DECODE_ERRORS as exc:
         raise _invalid("CRL is malformed") from exc
     if crl.next_update_utc is None:
         raise _invalid("CRL has no nextUpdate")

@@ -45,12 +45,8 @@ def _request_for_chain(pem: bytes) -> CollateralRequest:
     certs = pck_certificates_from_pem(pem)
     if not certs:
         raise InvalidQuote("the quote's PCK certificate chain holds no certificate")
-    leaf = certs[0]
-    try:
-        names = leaf.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
-    except ValueError as exc:
-        # Names decode on first access: a malformed one in the quote is bad evidence.
-        raise InvalidQuote(f"the PCK certificate's issuer name is malformed: {exc}") from exc
+    leaf = certs[0]  # decoded whole by pck_certificates_from_pem: reading its names cannot fail
+    names = leaf.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
     issuer = str(names[0].value) if names else ""
     ca = next((value for name, value in _PCK_CA_NAMES.items() if issuer.endswith(name)), None)
     if ca is None:

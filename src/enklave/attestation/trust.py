@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from enklave._x509 import DECODE_ERRORS, decode_certificate
 from enklave.attestation._signed_der import SignedObject
 from enklave.errors import InvalidCollateral, UsageError
 
@@ -113,11 +114,11 @@ class TrustedRoot:
         ``simulated=True`` even when ``simulated=False`` was passed.
         """
         try:
-            cert = (
+            cert = decode_certificate(
                 x509.load_pem_x509_certificate(pem) if pem.lstrip().startswith(b"-----")
                 else x509.load_der_x509_certificate(pem)
             )  # fmt: skip
-        except (ValueError, x509.InvalidVersion) as exc:
+        except DECODE_ERRORS as exc:
             raise InvalidCollateral(f"cannot read root certificate: {exc}") from exc
         if hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest() == INTEL_SGX_ROOT_CA_SHA256:
             return intel_sgx_root()

@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from enklave._x509 import DECODE_ERRORS
 from enklave.attestation.appraiser import Appraiser, verify_with_collateral
 from enklave.attestation.policy import Policy
 from enklave.attestation.sources import CollateralSource
@@ -209,7 +210,7 @@ def _load_certificate(cert_der: bytes) -> x509.Certificate:
         raise BadDataError(f"the peer certificate is {len(cert_der)} bytes, over {MAX_CERTIFICATE_SIZE}")
     try:
         return x509.load_der_x509_certificate(bytes(cert_der))
-    except (ValueError, x509.InvalidVersion) as exc:
+    except DECODE_ERRORS as exc:
         raise BadDataError("the peer certificate is not a DER X.509 certificate") from exc
 
 
@@ -217,7 +218,7 @@ def _find_evidence(cert: x509.Certificate) -> tuple[RaTlsFormat, bytes]:
     """The preferred evidence extension (DICE, then legacy Gramine, then Open Enclave) and its value."""
     try:
         extensions = {ext.oid: ext.value for ext in cert.extensions}
-    except ValueError as exc:  # Duplicate or malformed known extensions.
+    except DECODE_ERRORS as exc:  # Duplicate or malformed known extensions.
         raise BadDataError("the peer certificate's extensions do not parse") from exc
     order = (
         (DICE_EVIDENCE_OID, RaTlsFormat.DICE),
@@ -237,7 +238,7 @@ def _find_evidence(cert: x509.Certificate) -> tuple[RaTlsFormat, bytes]:
 def _public_key(cert: x509.Certificate) -> ec.EllipticCurvePublicKey:
     try:
         key = cert.public_key()
-    except (ValueError, TypeError) as exc:
+    except DECODE_ERRORS as exc:
         raise InvalidKey("the peer certificate's public key does not parse") from exc
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _CURVE_NAMES:
         raise InvalidKey("the peer certificate's key is not an ECDSA P-256 or P-384 key")
@@ -323,7 +324,7 @@ def verify_peer_certificate(
     # 6. The certificate is signed by its own (bound) key.
     try:
         cert.verify_directly_issued_by(cert)
-    except (ValueError, TypeError, InvalidSignature) as exc:
+    except (InvalidSignature, *DECODE_ERRORS) as exc:
         raise CertificateChainError("the peer certificate is not correctly self-signed") from exc
 
     # 7. Validity window.

@@ -40,6 +40,7 @@ from typing import Final, TypeVar, cast
 
 from cryptography import x509
 
+from enklave._x509 import DECODE_ERRORS
 from enklave.errors import InvalidQuote, UsageError
 from enklave.sgx import _der
 from enklave.sgx._der import (
@@ -251,8 +252,8 @@ class PckExtension:
             extension = cert.extensions.get_extension_for_oid(SGX_EXTENSIONS_OID)
         except x509.ExtensionNotFound as exc:
             raise InvalidQuote("PCK certificate has no SGX extension (1.2.840.113741.1.13.1)") from exc
-        except ValueError as exc:
-            # cryptography raises ValueError for unparsable or duplicated extensions.
+        except DECODE_ERRORS as exc:
+            # Unparsable or duplicated extensions.
             raise InvalidQuote(f"PCK certificate extensions cannot be parsed: {exc}") from exc
         value = extension.value
         if not isinstance(value, x509.UnrecognizedExtension):

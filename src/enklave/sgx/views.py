@@ -6,6 +6,7 @@ from typing import Any
 
 from cryptography import x509
 
+from enklave._x509 import DECODE_ERRORS, decode_certificate
 from enklave.errors import InvalidQuote
 from enklave.sgx.pck import PckExtension
 from enklave.sgx.quote import CertificationDataType, Quote
@@ -70,11 +71,11 @@ def pck_certificates(quote: Quote) -> list[x509.Certificate]:
 
 
 def pck_certificates_from_pem(pem: bytes) -> list[x509.Certificate]:
-    """A PCK chain in PEM, parsed; raises :class:`InvalidQuote` when it is not PEM certificates."""
+    """A PCK chain in PEM, parsed and decoded; raises :class:`InvalidQuote` when it is not PEM certificates."""
     try:
-        return x509.load_pem_x509_certificates(pem)
-    except (ValueError, x509.InvalidVersion) as exc:
-        raise InvalidQuote(f"the PCK certificate chain is not valid PEM: {exc}") from exc
+        return [decode_certificate(cert) for cert in x509.load_pem_x509_certificates(pem)]
+    except DECODE_ERRORS as exc:
+        raise InvalidQuote(f"the PCK certificate chain is malformed: {exc}") from exc
 
 
 def quote_to_dict(quote: Quote) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from enklave._x509 import DECODE_ERRORS
 from enklave.attestation.trust import SIMULATED_PKI_ORGANIZATION
 from enklave.errors import UsageError
 from enklave.platform.simulated import _der_writer as der
@@ -85,7 +86,7 @@ def key_from_pem(pem: bytes, what: str) -> ec.EllipticCurvePrivateKey:
     """Load a P-256 private key written by :func:`key_to_pem`; raises UsageError for anything else."""
     try:
         key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as exc:
+    except DECODE_ERRORS as exc:
         raise UsageError(f"the simulated platform's {what} key file is unreadable") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise UsageError(f"the simulated platform's {what} key is not an ECDSA P-256 key")

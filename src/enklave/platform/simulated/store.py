@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from enklave._home import data_home, private_dir, read_limited, write_atomic, write_private
+from enklave._x509 import DECODE_ERRORS
 from enklave.attestation.collateral import QuoteCollateral, parse_pem_chain
 from enklave.attestation.sources import CA_TYPES, CollateralSource, read_collateral_file
 from enklave.attestation.trust import TrustedRoot
@@ -197,7 +198,7 @@ def simulated_root(home: Path | str | None = None) -> TrustedRoot:
     path = sim_dir(home) / "public" / "root_ca.pem"
     try:
         certificate = x509.load_pem_x509_certificate(_read(path))
-    except (ValueError, x509.InvalidVersion) as exc:
+    except DECODE_ERRORS as exc:
         raise PlatformError(f"{path} is damaged") from exc
     root = TrustedRoot(certificate, SIMULATED_ROOT_NAME, simulated=True)
     if root.fingerprint != info.root_fingerprint:
@@ -390,7 +391,7 @@ def load_qe(home: Path | str | None = None) -> SimulatedQe:
     pck_chain = _read(sim / "public" / "pck_chain.pem")
     try:
         leaf = x509.load_pem_x509_certificate(pck_chain)
-    except (ValueError, x509.InvalidVersion) as exc:
+    except DECODE_ERRORS as exc:
         raise PlatformError(f"the PCK certificate chain in {sim / 'public'} is damaged") from exc
     if leaf.public_key() != pck_key.public_key():
         raise PlatformError(f"the PCK certificate in {sim / 'public'} does not certify this CPU's PCK key")

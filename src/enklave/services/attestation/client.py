@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 from cryptography import x509
 
+from enklave._x509 import DECODE_ERRORS
 from enklave.attestation._jwks import b64url_decode, b64url_encode, load_json_object
 from enklave.errors import (
     BadDataError,
@@ -224,7 +225,7 @@ class AttestationClient(ServiceClient):
                 result[entry["kid"]] = [
                     x509.load_der_x509_certificate(base64.b64decode(item, validate=True)) for item in chain
                 ]
-            except (ValueError, x509.InvalidVersion) as exc:
+            except DECODE_ERRORS as exc:
                 raise BadDataError("a JWKS entry's x5c holds a malformed certificate") from exc
         return result
 
