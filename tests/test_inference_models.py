@@ -187,6 +187,13 @@ def test_truncated_and_trailing_bytes_are_refused_before_decryption() -> None:
         read_header(blob + b"\x00")
 
 
+def test_a_header_nested_too_deeply_is_bad_data() -> None:
+    header = b"[" * 4000
+    blob = MAGIC + struct.pack(">I", len(header)) + header + bytes(28)
+    with pytest.raises(BadDataError, match="not ASCII JSON"):
+        read_header(blob)
+
+
 def test_declared_size_is_checked_against_the_limit_first() -> None:
     blob = encrypt_model(b"x" * 100, KEY, name="m", version="1")
     assert read_header(blob, max_model_bytes=100).size == 100
@@ -522,6 +529,8 @@ def test_runner_matches_numpy_and_plain_onnxruntime() -> None:
         ({"x": np.zeros((1, 4), np.float32)}, ["y", "nope"], "no output 'nope'"),
         ({"x": np.zeros((1, 4), np.float32)}, ["y", "y"], "requested twice"),
         ({"x": np.zeros((1, 4), np.float32)}, "y", "list of output names"),
+        # ONNX Runtime would answer every output to an empty list.
+        ({"x": np.zeros((1, 4), np.float32)}, [], "at least one output"),
     ],
 )
 def test_runner_checks_inputs_and_outputs(inputs: Any, outputs: Any, message: str) -> None:

@@ -545,6 +545,10 @@ def _auth() -> dict[str, str]:
         ("PATCH", f"/keys/no-such-key{V}", b"{}", 404),
         ("GET", f"/audit{V}&after=-1", b"", 400),
         ("POST", f"/keys/aes-key/release{V}", b"x" * (600 << 10), 413),
+        # JSON nested deeper than the decoder recurses.
+        ("POST", f"/keys/aes-key/release{V}", b"[" * 100_000 + b"]" * 100_000, 400),
+        ("POST", f"/keys/nested/create{V}", b'{"a":' * 50_000 + b"1" + b"}" * 50_000, 400),
+        ("PATCH", f"/keys/aes-key{V}", b"[" * 100_000, 400),
     ],
 )
 def test_malformed_requests_answer_4xx_json(

@@ -101,6 +101,15 @@ def test_jwe_key_type_mismatch_is_refused(rsa2048: RSAKey, p256: ECKey) -> None:
         unwrap_key(token, _private(p256))
 
 
+def test_jwe_header_nested_too_deeply_is_bad_data(rsa2048: RSAKey) -> None:
+    parts = wrap_key(SECRET, _public(rsa2048)).split(".")
+    parts[0] = _b64(b"[" * 3000)
+    with pytest.raises(BadDataError, match="header is not JSON"):
+        unwrap_key(".".join(parts), _private(rsa2048))
+    with pytest.raises(BadDataError, match="header is not JSON"):
+        unwrap_released_key(".".join(parts), _private(rsa2048))
+
+
 @pytest.mark.parametrize("part", [0, 1, 2, 3, 4])
 def test_jwe_tampering_is_detected(p256: ECKey, part: int) -> None:
     parts = wrap_key(SECRET, _public(p256)).split(".")

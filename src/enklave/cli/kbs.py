@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from enklave._home import write_atomic
+from enklave._json import loads
 from enklave.cli._io import read_file
 from enklave.cli._serve import ServeOptions, read_admin_token, serve_options
 from enklave.cli._serve import serve as serve_service
@@ -39,7 +40,7 @@ def _authority(value: str) -> Authority:
     if source.startswith(("http://", "https://")):
         return Authority(issuer, jwks_url=source)
     try:
-        jwks = json.loads(read_file(source, what="the JWKS file", limit=_MAX_JWKS_FILE))
+        jwks = loads(read_file(source, what="the JWKS file", limit=_MAX_JWKS_FILE))
     except ValueError as exc:
         raise BadDataError(f"the JWKS file {source} is not JSON") from exc
     if not isinstance(jwks, dict):
@@ -114,7 +115,7 @@ def create(
 ) -> None:
     """Create key NAME inside the broker's enclave and print its metadata."""
     try:
-        policy = json.loads(read_file(policy_file, what="the policy file", limit=_MAX_POLICY_FILE))
+        policy = loads(read_file(policy_file, what="the policy file", limit=_MAX_POLICY_FILE))
     except ValueError as exc:
         raise BadDataError(f"the policy file {policy_file} is not JSON") from exc
     if not isinstance(policy, dict):

@@ -8,12 +8,12 @@ virtual environment, a pyenv build or a system Python each lay these out differe
 
 from __future__ import annotations
 
-import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from enklave._json import loads
 from enklave.errors import PlatformError
 
 __all__ = ["PythonLayout", "python_layout"]
@@ -104,7 +104,7 @@ def _probe(python: str, root: str) -> dict[str, Any]:
             f"{python} could not describe its libraries: {lines[-1] if lines else 'no output'}"
         )
     try:
-        data = json.loads(result.stdout)
+        data = loads(result.stdout)
     except ValueError as exc:
         raise PlatformError(f"{python} printed an unreadable description of its libraries") from exc
     if not isinstance(data, dict):

@@ -12,13 +12,13 @@ Nothing here is trusted by clients: the quote's signatures and the binding are w
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
 import threading
 from typing import Any
 
 from enklave import _b64url
+from enklave._json import loads
 from enklave.attestation.collateral import QuoteCollateral
 from enklave.attestation.evidence import collateral_request
 from enklave.attestation.sources import CollateralSource
@@ -63,7 +63,7 @@ class EvidenceAnswers:
             cached = self._cache.get(key)
         if cached is not None and cached[0] is collateral:
             return cached[1]
-        document: dict[str, Any] = json.loads(collateral.to_json())
+        document: dict[str, Any] = loads(collateral.to_json())
         with self._lock:
             self._cache[key] = (collateral, document)
         return document

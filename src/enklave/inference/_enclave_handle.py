@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from enklave import host
+from enklave._json import loads
 from enklave.attestation.evidence import collateral_request
 from enklave.attestation.sources import CollateralSource
 from enklave.errors import UsageError
@@ -140,7 +141,7 @@ class InferenceEnclave:
     def models(self) -> dict[str, Any]:
         """The ``models`` ecall's answer: ``{"loaded", "waiting", "missing_kbs_keys", "missing_envelope_keys",
         "seed"}``."""
-        answer: dict[str, Any] = json.loads(self.running.ecall.models())
+        answer: dict[str, Any] = loads(self.running.ecall.models())
         return answer
 
     def load(self, pieces: Iterable[bytes], size: int, name: str, version: str) -> dict[str, Any]:
@@ -151,7 +152,7 @@ class InferenceEnclave:
         for piece in pieces:
             for start in range(0, len(piece), _PIECE):
                 enclave.ecall.upload_chunk(upload, bytes(piece[start : start + _PIECE]))
-        answer: dict[str, Any] = json.loads(enclave.ecall.load_model(upload, name, version))
+        answer: dict[str, Any] = loads(enclave.ecall.load_model(upload, name, version))
         return answer
 
     def release(
@@ -172,7 +173,7 @@ class InferenceEnclave:
         enclave = self.running
         # 1. A key pair in the enclave and a quote binding its public half.
         request = enclave.ecall.release_request(kind, name)
-        runtime = json.loads(request["runtime"])
+        runtime = loads(request["runtime"])
         # 2. A token from the attestation service, whose x-ms-runtime claim carries the public key.
         token = attestation.attest_sgx(request["quote"], runtime_json=runtime)
         # 3. The key broker's release, wrapped to that key, with its enclave's quote for it.
@@ -180,7 +181,7 @@ class InferenceEnclave:
         # 4. The collateral for that quote; the enclave checks the quote and unwraps, never here.
         wanted = collateral_request(Quote.from_bytes(released.quote))
         fetched = collateral.fetch(wanted.fmspc, wanted.ca)
-        answer: dict[str, Any] = json.loads(
+        answer: dict[str, Any] = loads(
             enclave.ecall.accept_released(kind, name, released.value, released.quote, fetched.to_json())
         )
         log.info("key broker key %s released to the enclave (%s)", name, kind)

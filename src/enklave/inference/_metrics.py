@@ -30,6 +30,8 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from enklave._json import loads
+
 __all__ = ["Metrics"]
 
 access_log = logging.getLogger("enklave.inference.access")
@@ -135,7 +137,7 @@ class Metrics:
 def _error_code(response: Response) -> str:
     # The host's own JSON errors carry a code; anything else counts by status.
     try:
-        document = json.loads(bytes(response.body))
+        document = loads(bytes(response.body))
         code = document["error"]["code"]
     except (ValueError, KeyError, TypeError, AttributeError):
         return str(response.status_code)

@@ -21,6 +21,7 @@ import json
 from collections.abc import Iterator
 from typing import Final
 
+from enklave._json import loads
 from enklave.errors import BadDataError
 from enklave.services.storage import Storage
 
@@ -57,7 +58,7 @@ class ModelStore:
         if raw is None:
             return None
         try:
-            manifest = json.loads(raw)
+            manifest = loads(raw)
             size, count, digest = manifest["size"], manifest["chunks"], bytes.fromhex(manifest["sha256"])
         except (ValueError, KeyError, TypeError) as exc:
             raise BadDataError(f"the stored manifest of model {label} is damaged") from exc

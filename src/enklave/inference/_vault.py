@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from enklave._json import loads
 from enklave.errors import BadDataError, BoundaryError, UsageError, VerificationError
 from enklave.inference.model_format import KEY_SIZE, OWNER_KEY_ID, ModelHeader, read_header
 
@@ -109,7 +110,7 @@ class ModelVault:
         if len(document) > _MAX_STATE:
             raise BoundaryError("the sealed state is too large")
         try:
-            state = json.loads(document)
+            state = loads(document)
         except (UnicodeDecodeError, ValueError) as exc:
             raise BoundaryError("the sealed state is not JSON") from exc
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:

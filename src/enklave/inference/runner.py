@@ -250,6 +250,9 @@ class ModelRunner:
             if isinstance(outputs, str) or not isinstance(outputs, Sequence):
                 raise BoundaryError("outputs must be a list of output names")
             names = list(outputs)
+            if not names:
+                # ONNX Runtime reads an empty list as "every output", which is not what was asked for.
+                raise BoundaryError("outputs must name at least one output (leave it out to get all of them)")
             for name in names:
                 if name not in self._outputs:
                     raise BoundaryError(f"the model has no output {_name(name)}")

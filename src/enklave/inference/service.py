@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import threading
 from typing import Any
 
 from enklave import _b64url
+from enklave._json import loads
 from enklave.attestation.sources import (
     CachingCollateralSource,
     CollateralSource,
@@ -377,5 +377,5 @@ class InferenceService:
 
     def enclave_stats(self) -> dict[str, Any]:
         """The enclave's counters (answers by class, inferences, batch sizes); raises when it is unavailable."""
-        stats: dict[str, Any] = json.loads(self.enclave.running.ecall.stats())
+        stats: dict[str, Any] = loads(self.enclave.running.ecall.stats())
         return stats

@@ -62,7 +62,7 @@ from typing import Annotated, Any, Final
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from enklave import _b64url, enclave
-from enklave._json import strict_loads
+from enklave._json import loads, strict_loads
 from enklave.channels.ohttp_attested import MAX_NONCE_SIZE, OhttpGateway
 from enklave.errors import (
     BadDataError,
@@ -144,7 +144,7 @@ def _measured() -> tuple[str | None, ReleaseChecker | None]:
     """The measured settings: the key broker key name of the HPKE seed (None: the enclave makes its own seed),
     and the checker of the key broker's release quotes (None: no key broker is trusted)."""
     try:
-        document = json.loads(enclave.bundle_file(SETTINGS_FILE))
+        document = loads(enclave.bundle_file(SETTINGS_FILE))
     except ValueError as exc:
         raise BoundaryError("the measured settings are not JSON") from exc
     if not isinstance(document, dict):

@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from enklave._home import data_home, private_dir, read_limited, write_atomic, write_private
+from enklave._json import loads
 from enklave._x509 import DECODE_ERRORS
 from enklave.attestation.collateral import QuoteCollateral, parse_pem_chain
 from enklave.attestation.sources import CA_TYPES, CollateralSource, read_collateral_file
@@ -174,7 +175,7 @@ def platform_info(home: Path | str | None = None) -> PlatformInfo:
     if not path.exists():
         raise _not_provisioned(sim)
     try:
-        values = json.loads(_read(path))
+        values = loads(_read(path))
         if not isinstance(values, dict) or values.get("format") != _FORMAT:
             raise PlatformError(f"{path} is not a simulated platform description of format {_FORMAT}")
         return PlatformInfo(

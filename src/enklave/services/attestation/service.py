@@ -32,6 +32,7 @@ from typing import Any
 from cryptography import x509
 
 from enklave import host
+from enklave._json import loads
 from enklave.attestation._jwks import b64url_encode
 from enklave.attestation.collateral import QuoteCollateral
 from enklave.attestation.evidence import collateral_request
@@ -195,7 +196,7 @@ class AttestationService:
         ) -> tuple[bytes, tuple[x509.Certificate, bytes, dict[str, Any]]]:
             result = enclave.ecall.init(sealed, self.config.base_url)
             certificate = x509.load_der_x509_certificate(result["certificate"])
-            return result["sealed_state"], (certificate, result["quote"], json.loads(result["jwks"]))
+            return result["sealed_state"], (certificate, result["quote"], loads(result["jwks"]))
 
         enclave, (self._certificate, self._quote, self._jwks) = start_sealed(
             _bundle(self.config),
@@ -310,7 +311,7 @@ class AttestationService:
         except EnclaveRuntimeError as exc:
             log.error("the service enclave is unavailable: %s", exc)
             return ServiceResponse.error(503, "ServiceUnavailable", "the attestation enclave is unavailable")
-        result = json.loads(answer)
+        result = loads(answer)
         if "token" in result:
             return ServiceResponse(200, {"token": result["token"]})
         error = result["error"]
@@ -322,7 +323,7 @@ class AttestationService:
         stored = self.storage.get(POLICY_NAMESPACE, attestation_type)
         if stored is None:
             return DEFAULT_POLICIES[attestation_type]
-        return str(json.loads(stored)["text"])
+        return str(loads(stored)["text"])
 
     def _authorize(self, authorization: str | None) -> ServiceResponse | None:
         return check_admin(
@@ -344,7 +345,7 @@ class AttestationService:
         jws = (
             unsigned_policy_jws(DEFAULT_POLICIES[attestation_type])
             if stored is None
-            else str(json.loads(stored)["jws"])
+            else str(loads(stored)["jws"])
         )
         return self._policy_answer({"x-ms-policy": jws})
 
@@ -363,7 +364,7 @@ class AttestationService:
             uploaded = body.decode("utf-8").strip()
             # Some clients send the JWS as a JSON string.
             if uploaded.startswith('"'):
-                decoded = json.loads(uploaded)
+                decoded = loads(uploaded)
                 if not isinstance(decoded, str):
                     raise InvalidPolicy("the policy must be a JWS or policy text")
                 uploaded = decoded

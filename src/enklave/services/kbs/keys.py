@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from enklave._json import loads
 from enklave.attestation._jwks import b64url_decode, b64url_encode
 from enklave.errors import BadDataError, BoundaryError
 from enklave.services.kbs.release_policy import ReleasePolicy
@@ -162,7 +163,7 @@ class KeyRecord:
     def from_json(cls, data: bytes) -> KeyRecord:
         """Parse a stored record; raises :class:`BadDataError` when it is not one."""
         try:
-            document = json.loads(data)
+            document = loads(data)
             if not isinstance(document, dict) or document.get("version") != _RECORD_VERSION:
                 raise BadDataError("the stored key record has an unknown layout")
             spec_doc = document["spec"]

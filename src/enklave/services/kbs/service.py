@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from enklave import host
+from enklave._json import loads
 from enklave.attestation._jwks import parse_jwks
 from enklave.attestation._transport import HttpxTransport
 from enklave.attestation.tokens import MAX_TOKEN_SIZE, HttpJwksSource
@@ -121,7 +122,7 @@ def _json_body(body: bytes) -> dict[str, Any]:
     if len(body) > _MAX_BODY:
         raise BoundaryError(f"the request body is larger than {_MAX_BODY} bytes")
     try:
-        document = json.loads(body)
+        document = loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BoundaryError("the request body is not JSON") from exc
     if not isinstance(document, dict):
@@ -155,7 +156,7 @@ class KeyBrokerService:
             if authority.jwks is not None:
                 jwks = dict(authority.jwks)
             elif stored is not None and not self.config.repin:
-                jwks = json.loads(stored)["jwks"]
+                jwks = loads(stored)["jwks"]
             else:
                 with HttpxTransport(timeout=30) as transport:
                     jwks = HttpJwksSource(authority.jwks_url or "", transport).fetch()
@@ -279,7 +280,7 @@ class KeyBrokerService:
             policy_json=created["policy"].decode("utf-8"),
             created=now,
             updated=now,
-            public_jwk=json.loads(public) if public else None,
+            public_jwk=loads(public) if public else None,
             encrypted=bytes(created["encrypted"]),
         )
         self.storage.put(KEY_NAMESPACE, name, record.to_json())
@@ -350,7 +351,7 @@ class KeyBrokerService:
             return refused
         records = self.storage.read_log(AUDIT_LOG, after=after, limit=limit)
         return ServiceResponse(
-            200, {"value": [{"seq": entry.sequence, **json.loads(entry.data)} for entry in records]}
+            200, {"value": [{"seq": entry.sequence, **loads(entry.data)} for entry in records]}
         )
 
     # -- release -----------------------------------------------------------------------------------------
@@ -376,7 +377,7 @@ class KeyBrokerService:
             return ServiceResponse.error(400, "BadParameter", str(exc))
         now = self._now()
         try:
-            answer = json.loads(
+            answer = loads(
                 enclave.ecall.release(
                     name,
                     json.dumps(record.spec.to_mapping()),

@@ -24,7 +24,6 @@ when it does not decrypt under the given key (wrong key or tampered). Messages n
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -37,6 +36,7 @@ from joserfc.jwk import ECKey, RSAKey
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId, KEMKey, PyHPKEError
 
 from enklave import _b64url
+from enklave._json import loads
 from enklave.errors import BadDataError, InvalidKey, UsageError, VerificationError
 
 __all__ = [
@@ -138,7 +138,7 @@ def _jwe_header(token: str) -> dict[str, Any]:
     if len(parts) != 5:
         raise BadDataError(f"JWE compact serialisation has 5 parts, found {len(parts)}")
     try:
-        header = json.loads(_b64url_decode(parts[0], "JWE header"))
+        header = loads(_b64url_decode(parts[0], "JWE header"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadDataError("JWE protected header is not JSON") from exc
     if not isinstance(header, dict):

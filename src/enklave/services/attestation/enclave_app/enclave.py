@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from enklave import enclave
+from enklave._json import loads
 from enklave.attestation.collateral import QuoteCollateral
 from enklave.attestation.tokens import TokenSigner, sgx_claims, unsigned_token
 from enklave.attestation.trust import TrustedRoot, intel_sgx_root
@@ -117,7 +118,7 @@ _policies: OrderedDict[bytes, Policy] = OrderedDict()
 
 def _roots() -> list[TrustedRoot]:
     roots = [intel_sgx_root()]
-    settings = json.loads(enclave.bundle_file(SETTINGS_FILE))
+    settings = loads(enclave.bundle_file(SETTINGS_FILE))
     if settings.get("allow_simulated") is True:
         # The simulated platform's root is public data in the data directory; evidence it vouches for is marked
         # simulated by the verifier and says so in every token.
@@ -217,7 +218,7 @@ def policy_token(claims_json: Annotated[str, enclave.MaxSize(_MAX_POLICY_RESULT)
     if service is None:
         raise UsageError("policy_token was called before init")
     try:
-        claims = json.loads(claims_json)
+        claims = loads(claims_json)
     except ValueError as exc:
         raise BoundaryError("the policy result claims are not JSON") from exc
     if not isinstance(claims, dict) or not claims or not set(claims) <= _POLICY_RESULT_CLAIMS:

@@ -32,11 +32,11 @@ but not implemented (it raises :class:`~enklave.errors.PolicyError` when a rule 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from enklave._json import loads
 from enklave.errors import InvalidPolicy, PolicyError, UsageError
 from enklave.services.attestation.policy.ast import (
     ActionVerb,
@@ -316,7 +316,7 @@ def _reject_constant(name: str) -> None:
 
 def _json_to_claim_values(text: str, where: str) -> list[ClaimValue]:
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise PolicyError(f"{where}: the argument is not valid JSON", field="policy") from exc
     items = data if isinstance(data, list) else [data]

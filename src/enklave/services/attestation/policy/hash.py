@@ -23,6 +23,7 @@ import json
 import re
 
 from enklave import _b64url
+from enklave._json import loads
 from enklave.errors import InvalidPolicy
 
 __all__ = ["policy_hash", "policy_text_from_jws", "policy_token_hash", "unsigned_policy_jws"]
@@ -60,8 +61,8 @@ def policy_text_from_jws(jws: str) -> str:
         raise InvalidPolicy("policy token is not a compact JWS")
     header_part, payload_part, _signature = jws.split(".")
     try:
-        header = json.loads(_b64url_decode(header_part, "policy token header"))
-        payload = json.loads(_b64url_decode(payload_part, "policy token payload"))
+        header = loads(_b64url_decode(header_part, "policy token header"))
+        payload = loads(_b64url_decode(payload_part, "policy token payload"))
     except (ValueError, RecursionError) as exc:
         raise InvalidPolicy("policy token header or payload is not JSON") from exc
     if not isinstance(header, dict) or not isinstance(payload, dict):

@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from enklave import enclave
+from enklave._json import loads
 from enklave.attestation._jwks import b64url_encode
 from enklave.attestation.tokens import MAX_TOKEN_SIZE, StaticJwksSource, TokenVerifier
 from enklave.errors import (
@@ -114,7 +115,7 @@ def init(
     if len(authorities_json) > _MAX_AUTHORITIES:
         raise BoundaryError("the measured authorities file is too large")
     try:
-        authorities = json.loads(authorities_json)
+        authorities = loads(authorities_json)
     except ValueError as exc:
         raise BoundaryError("the authorities are not JSON") from exc
     if not isinstance(authorities, dict):
@@ -133,7 +134,7 @@ def init(
 
 def _spec(spec_json: str) -> KeySpec:
     try:
-        document = json.loads(spec_json)
+        document = loads(spec_json)
         return KeySpec.parse(document["kty"], document.get("key_size"), document.get("crv"))
     except (ValueError, KeyError, TypeError) as exc:
         raise BoundaryError("the key spec is malformed") from exc
@@ -227,7 +228,7 @@ def _unverified_claims(token: str) -> dict[str, Any]:
     # Only for choosing the authority and for the audit record of a refusal: never trusted for a decision.
     try:
         part = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        claims = loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
     except (IndexError, ValueError, binascii.Error):
         return {}
     return claims if isinstance(claims, dict) else {}
