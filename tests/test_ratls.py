@@ -305,6 +305,18 @@ _FUZZ_KEY = ec.generate_private_key(ec.SECP256R1())
 _OIDS = [DICE_EVIDENCE_OID, GRAMINE_LEGACY_OID, OPEN_ENCLAVE_OID]
 
 
+def test_dice_evidence_with_shared_references_is_refused_before_any_expansion() -> None:
+    shared = [b"q" * 64]
+    # Tags 28/29 let every reference re-encode the shared value in full: a few kilobytes nested this way grow
+    # into gigabytes when encoded again. The evidence's one tag is read by hand; nothing inside may be tagged.
+    inner = cbor2.dumps([shared, shared], value_sharing=True)
+    evidence = cbor2.dumps(cbor2.CBORTag(60000, None))[:-1] + inner
+    with pytest.raises(InvalidQuote, match="not valid CBOR"):
+        parse_dice_evidence(evidence)
+    genuine = encode_dice_evidence(b"quote", encode_claims(b"spki", None))
+    assert parse_dice_evidence(genuine).quote == b"quote"
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=600))
 def test_dice_parser_raises_only_invalid_quote(data: bytes) -> None:

@@ -30,6 +30,7 @@ import cbor2
 from cryptography import x509
 
 from enklave.errors import InvalidQuote
+from enklave.runtime import _cbor as strict_cbor
 from enklave.sgx.oe import EvidenceFormat, unwrap_evidence_with_claims
 
 __all__ = [
@@ -52,6 +53,8 @@ GRAMINE_LEGACY_OID: Final = x509.ObjectIdentifier("0.6.9.42.840.113741.1337.6")
 GRAMINE_LEGACY_OID_INTENDED: Final = x509.ObjectIdentifier("1.2.840.113741.1337.6")
 OPEN_ENCLAVE_OID: Final = x509.ObjectIdentifier("1.3.6.1.4.1.311.105.1")
 DICE_CBOR_TAG: Final = 60000
+# Its head (RFC 8949 §3.4): major type 6 with the number in the two bytes that follow (additional info 25).
+_DICE_TAG_HEAD: Final = bytes([0xC0 | 25]) + DICE_CBOR_TAG.to_bytes(2, "big")
 
 #: Upper bound on an extension value. A DCAP quote with its PEM chain is about 5 KiB; Gramine caps quotes at
 #: 8 KiB. 64 KiB leaves room for large claims and bounds what a peer can make us decode.
@@ -100,13 +103,15 @@ def encode_dice_evidence(quote: bytes, claims: bytes) -> bytes:
 def _strict_loads(data: bytes, what: str) -> object:
     """Decode one CBOR item and insist that it re-encodes to exactly ``data``.
 
-    The round trip rejects indefinite lengths, non-minimal heads, trailing bytes and duplicate map keys,
-    so that exactly one byte string corresponds to each accepted value.
+    The decoder is the enclave boundary's (:mod:`enklave.runtime._cbor`): no tags, so no shared or string
+    references that a few kilobytes could expand into gigabytes when encoded again, definite lengths only and a
+    bounded depth. The round trip then rejects non-minimal heads and duplicate map keys, so that exactly one byte
+    string corresponds to each accepted value.
     """
     try:
-        value = cbor2.loads(data)
+        value = strict_cbor.decode(data)
         canonical = cbor2.dumps(value)
-    except Exception as exc:  # cbor2 raises several types (CBORDecodeError, ValueError, RecursionError).
+    except (ValueError, TypeError, OverflowError, cbor2.CBORError) as exc:
         raise InvalidQuote(f"{what} is not valid CBOR") from exc
     if canonical != data:
         raise InvalidQuote(
@@ -123,10 +128,10 @@ def _check_size(data: bytes, what: str) -> None:
 def parse_dice_evidence(data: bytes) -> DiceEvidence:
     """Parse a DICE tagged evidence extension value; raise :class:`InvalidQuote` on any malformation."""
     _check_size(data, "the DICE tagged evidence")
-    value = _strict_loads(data, "the DICE tagged evidence")
-    if not isinstance(value, cbor2.CBORTag) or value.tag != DICE_CBOR_TAG:
+    # The one tag the format has is read here; what it tags is decoded without tags.
+    if not data.startswith(_DICE_TAG_HEAD):
         raise InvalidQuote(f"the DICE tagged evidence is not CBOR tag {DICE_CBOR_TAG}")
-    inner = value.value
+    inner = _strict_loads(data[len(_DICE_TAG_HEAD) :], "the DICE tagged evidence")
     if not isinstance(inner, list | tuple) or len(inner) != 2:
         raise InvalidQuote("the DICE tagged evidence is not an array of [quote, claims]")
     quote, claims = inner

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from enklave._home import read_limited, write_atomic
 from enklave.errors import ConfigError, InvalidBundle, LaunchError, TransportError
+from enklave.runtime import _cbor as strict_cbor
 from enklave.runtime._importer import module_files
 from enklave.runtime.config import EnclaveConfig, check_relative_path, read_config_text
 from enklave.runtime.layout import EnclaveLayout, plan_layout
@@ -285,11 +286,12 @@ def read_bundle(source: str | Path | bytes, *, max_size: int = MAX_BUNDLE_SIZE) 
     if version != BUNDLE_VERSION:
         raise InvalidBundle(f"unsupported bundle format version {version}")
     payload = data[_PREFIX.size :]
-    # 2. CBOR, accepted only in its canonical form (which also rules out duplicate keys and trailing bytes).
+    # 2. CBOR, accepted only in its canonical form (which also rules out duplicate keys and trailing bytes). The
+    #    boundary's strict decoder takes no tags, so no shared or string references can expand when re-encoded.
     try:
-        document = cbor2.loads(payload)
+        document = strict_cbor.decode(payload)
         canonical = cbor2.dumps(document, canonical=True)
-    except (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+    except (cbor2.CBORError, ValueError, TypeError, OverflowError) as exc:
         raise InvalidBundle(f"bundle content is not valid CBOR: {exc}") from exc
     if canonical != payload:
         raise InvalidBundle("bundle content is not canonical CBOR (or has trailing bytes)")
