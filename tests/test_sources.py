@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from enklave.attestation import sources as sources_module
 from enklave.attestation.collateral import QuoteCollateral
+from enklave.attestation.policy import EnclavePolicy
 from enklave.attestation.sources import (
     INTEL_PCS_URL,
     INTEL_ROOT_CA_CRL_URL,
@@ -35,6 +36,8 @@ from enklave.errors import (
     TransportError,
     UsageError,
 )
+from enklave.inference import Client
+from enklave.services.kbs import KbsClient
 
 ASSETS = Path(__file__).parent / "assets"
 PHALA = ASSETS / "phala-dcap-qvl" / "sgx_quote_collateral.json"
@@ -257,6 +260,14 @@ def test_bad_source_configuration_is_a_usage_error() -> None:
         PcsCollateralSource(transport=transport, api_version=5)
     with pytest.raises(UsageError):
         PcsCollateralSource("ftp://pccs.example", transport=transport)
+    # A host or port the HTTP library cannot parse is refused where the URL is given, for every client.
+    for url in ("http://[::1", "https://", "http://host:port"):
+        with pytest.raises(UsageError, match="must be an http"):
+            PcsCollateralSource(url, transport=transport)
+        with pytest.raises(UsageError, match="must be an http"):
+            KbsClient(url)
+        with pytest.raises(UsageError, match="must be an http"):
+            Client(url, policy=EnclavePolicy(mr_signer=bytes(32)))
 
 
 # --- transports -------------------------------------------------------------------------------------------

@@ -29,6 +29,22 @@ __all__ = ["MAX_RESPONSE_SIZE", "HttpResponse", "HttpxTransport", "MockTransport
 _MAX_ERROR_TEXT = 200
 
 
+def check_http_url(url: object, what: str) -> str:
+    """``url`` when it is a well-formed http(s) URL with a host; :class:`UsageError` (naming ``what``) otherwise.
+
+    Checked where a URL is given, with the parser the requests will use, so that a malformed host or port is a
+    clear error there instead of an exception from the HTTP library at the first request.
+    """
+    if isinstance(url, str) and url.startswith(("http://", "https://")):
+        try:
+            if httpx.URL(url).host:
+                return url
+        except httpx.InvalidURL:
+            pass
+    shown = redact(url) if isinstance(url, str) else type(url).__name__
+    raise UsageError(f"{what} must be an http(s) URL, not {shown!r}")
+
+
 def redact(url: str) -> str:
     """``url`` without user:password, so that messages never carry credentials."""
     try:

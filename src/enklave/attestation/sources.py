@@ -27,6 +27,7 @@ from enklave.attestation._transport import (
     HttpxTransport,
     MockTransport,
     Transport,
+    check_http_url,
     printable,
     redact,
 )
@@ -112,9 +113,7 @@ class PcsCollateralSource(CollateralSource):
     ) -> None:
         if api_version not in (3, 4):
             raise UsageError(f"api_version must be 3 or 4, not {api_version!r}")
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise UsageError(f"base_url must be an http(s) URL, not {redact(base_url)!r}")
+        parts = urlsplit(check_http_url(base_url, "base_url"))
         self._api_version = api_version
         self._api = f"{base_url.rstrip('/')}/sgx/certification/v{api_version}"
         if root_ca_crl_url is None:

@@ -11,6 +11,7 @@ from http.cookiejar import CookieJar
 from typing import Any, Final
 
 from enklave import _b64url
+from enklave.attestation._transport import check_http_url
 from enklave.attestation.policy import Policy
 from enklave.attestation.sources import CollateralSource
 from enklave.attestation.tokens import TokenVerifier
@@ -100,8 +101,7 @@ class Base:
         limits: Limits | None,
         max_message_size: int,
     ) -> None:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise UsageError("url must be an http(s) URL")
+        check_http_url(url, "url")
         if not isinstance(policy, Policy):
             raise UsageError("policy must be an appraisal Policy (e.g. EnclavePolicy(mr_enclave=...))")
         if attestation not in ("dcap", "token"):

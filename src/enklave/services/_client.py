@@ -13,7 +13,7 @@ from typing import Any, Self
 import httpx
 
 from enklave.attestation._jwks import load_json_object
-from enklave.attestation._transport import printable
+from enklave.attestation._transport import check_http_url, printable
 from enklave.errors import BadDataError, EnklaveError, TransportError, UsageError
 
 __all__ = ["ErrorMapper", "ServiceClient", "answer_error", "open_http", "request_json"]
@@ -49,8 +49,7 @@ def open_http(
     Raises :class:`~enklave.errors.UsageError` for a base URL that is not http(s), or for both ``client`` and
     ``transport``.
     """
-    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-        raise UsageError("base_url must be an http(s) URL")
+    check_http_url(base_url, "base_url")
     if client is not None and transport is not None:
         raise UsageError("give client or transport, not both")
     if client is not None:
