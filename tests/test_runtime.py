@@ -442,3 +442,35 @@ def test_closing_while_an_async_call_waits_fails_that_call_cleanly(
             await target.aecall.add(1, 2)
 
     run_loop(run())
+
+
+# -- the enclave's interface description, as the host reads it ------------------------------------------------
+
+_HELLO = {
+    "mode": "simulation", "simulated": True, "mr_enclave": bytes(32), "mr_signer": bytes(range(32)),
+    "isv_prod_id": 1, "isv_svn": 2, "ecalls": {}, "ocalls": {},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("mr_enclave", 2**40),  # bytes(2**40) would allocate a terabyte
+        ("mr_enclave", 2**64 - 1),
+        ("mr_enclave", 32),  # bytes(32) would be 32 zero bytes
+        ("mr_enclave", b"\x01"),
+        ("mr_signer", "00" * 32),
+        ("isv_prod_id", float("inf")),
+        ("isv_prod_id", -5),
+        ("isv_prod_id", 2**64 - 1),
+        ("isv_svn", 1.5),
+        ("simulated", 1),
+        ("ecalls", [["f", {}]]),
+        ("ecalls", {1: {}}),
+        ("mode", None),
+    ],
+)
+def test_a_malformed_interface_description_is_a_boundary_error(field: str, value: object) -> None:
+    assert host._info(dict(_HELLO)).mr_signer == bytes(range(32))  # the well-formed one is read as it is
+    with pytest.raises(BoundaryError, match="interface description is malformed"):
+        host._info({**_HELLO, field: value})

@@ -122,19 +122,39 @@ def _hello(channel: Channel, timeout: float, process: subprocess.Popen[bytes]) -
     return _info(message[1])
 
 
+_MEASUREMENT_SIZE = 32  # MRENCLAVE and MRSIGNER are SHA-256 values
+_MAX_U16 = 0xFFFF  # ISV product id and ISV SVN are 16-bit
+
+
 def _info(hello: dict[str, Any]) -> EnclaveInfo:
+    # The enclave process is started by the host but speaks for the enclave: every field is checked for its
+    # exact type and range, not coerced (bytes(2**40) would allocate a terabyte, int(1.5) would truncate).
+    mode, simulated = hello.get("mode"), hello.get("simulated")
+    mr_enclave, mr_signer = hello.get("mr_enclave"), hello.get("mr_signer")
+    isv_prod_id, isv_svn = hello.get("isv_prod_id"), hello.get("isv_svn")
+    ecall_specs, ocall_specs = hello.get("ecalls"), hello.get("ocalls")
+    if not (
+        isinstance(mode, str) and type(simulated) is bool
+        and isinstance(mr_enclave, bytes) and len(mr_enclave) == _MEASUREMENT_SIZE
+        and isinstance(mr_signer, bytes) and len(mr_signer) == _MEASUREMENT_SIZE
+        and type(isv_prod_id) is int and 0 <= isv_prod_id <= _MAX_U16
+        and type(isv_svn) is int and 0 <= isv_svn <= _MAX_U16
+        and isinstance(ecall_specs, dict) and isinstance(ocall_specs, dict)
+        and all(isinstance(name, str) for name in (*ecall_specs, *ocall_specs))
+    ):  # fmt: skip
+        raise BoundaryError("the enclave's interface description is malformed")
     try:
-        ecalls = {str(n): FunctionSpec.from_wire(str(n), w) for n, w in dict(hello["ecalls"]).items()}
-        ocalls = {str(n): FunctionSpec.from_wire(str(n), w) for n, w in dict(hello["ocalls"]).items()}
+        ecalls = {name: FunctionSpec.from_wire(name, wire) for name, wire in ecall_specs.items()}
+        ocalls = {name: FunctionSpec.from_wire(name, wire) for name, wire in ocall_specs.items()}
         return EnclaveInfo(
-            mode=str(hello["mode"]),
-            simulated=bool(hello["simulated"]),
-            mr_enclave=MrEnclave(bytes(hello["mr_enclave"])),
-            mr_signer=MrSigner(bytes(hello["mr_signer"])),
-            isv_prod_id=int(hello["isv_prod_id"]),
-            isv_svn=int(hello["isv_svn"]),
+            mode=mode,
+            simulated=simulated,
+            mr_enclave=MrEnclave(mr_enclave),
+            mr_signer=MrSigner(mr_signer),
+            isv_prod_id=isv_prod_id,
+            isv_svn=isv_svn,
             ecalls=ecalls,
             ocalls=ocalls,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise BoundaryError("the enclave's interface description is malformed") from exc
