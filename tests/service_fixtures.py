@@ -6,15 +6,14 @@ Used by tests/test_attestation_service.py, tests/test_kbs_service.py and tests/t
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+
+from enklave.services._http import serve_in_thread
 
 __all__ = ["enklave_home", "loopback_socket", "serving"]
 
@@ -45,18 +44,9 @@ def serving(
     own = sock is None
     bound = loopback_socket() if sock is None else sock
     port = bound.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **options))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [bound]}, name=name, daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + _START_TIMEOUT
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                pytest.fail(f"the loopback {name} did not start")
-            time.sleep(0.02)
-        yield f"{scheme}://127.0.0.1:{port}"
+        with serve_in_thread(app, bound, name=f"loopback {name}", timeout=_START_TIMEOUT, **options):
+            yield f"{scheme}://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        thread.join(_START_TIMEOUT)
         if own:
             bound.close()

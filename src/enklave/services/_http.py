@@ -121,13 +121,16 @@ def service_app(routes: Sequence[BaseRoute], service: _Lifecycle, *, manage_life
 
 
 @contextmanager
-def serve_in_thread(app: Starlette, sock: socket.socket, *, name: str, timeout: float) -> Iterator[None]:
-    """Serve ``app`` with uvicorn (lifespan off) on the bound ``sock`` in a background thread until the block ends.
+def serve_in_thread(
+    app: Starlette, sock: socket.socket, *, name: str, timeout: float, **options: Any
+) -> Iterator[None]:
+    """Serve ``app`` with uvicorn (lifespan off; ``options`` go to its Config, e.g. TLS files) on the bound ``sock``
+    in a background thread until the block ends.
 
     Waits up to ``timeout`` seconds for the server to start, and as long for its thread to end on exit. Raises
     :class:`TransportError` ("the ``name``'s HTTP server did not start") when it does not start in time.
     """
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
     thread.start()
     try:
