@@ -11,23 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from enklave.sgx._der import TAG_SEQUENCE, read_tlv
+from enklave.sgx._der import TAG_INTEGER, TAG_SEQUENCE, expect, read_tlv
 
 __all__ = ["ECDSA_WITH_SHA256_DER", "SignedObject", "SignedParts", "split_signed"]
 
 # AlgorithmIdentifier { ecdsa-with-SHA256 } with its parameters absent (RFC 5758 §3.2), as DER: what every
 # certificate and CRL of the SGX PKI is signed with.
 ECDSA_WITH_SHA256_DER = bytes.fromhex("300a06082a8648ce3d040302")
-_TAG_INTEGER = 0x02
 _TAG_BIT_STRING = 0x03
 _TAG_VERSION = 0xA0  # [0] EXPLICIT Version in a TBSCertificate
-
-
-def _element(der: bytes, pos: int, end: int, tag: int, what: str) -> tuple[int, int]:
-    found, start, stop = read_tlv(der, pos, end)
-    if found != tag:
-        raise ValueError(f"{what}: expected identifier 0x{tag:02x}, found 0x{found:02x} at byte offset {pos}")
-    return start, stop
 
 
 class SignedParts(NamedTuple):
@@ -56,12 +48,12 @@ def split_signed(der: bytes, certificate: bool) -> SignedParts:
     TBS's inner ``signature`` field (RFC 5280 §4.1.1.2 and §5.1.1.2 require them to be identical).
     """
     end = len(der)
-    start, stop = _element(der, 0, end, TAG_SEQUENCE, "signed object")
+    start, stop = expect(der, 0, end, TAG_SEQUENCE, "signed object")
     if stop != end:
         raise ValueError(f"{end - stop} bytes trail the signed object")
-    pos, tbs_end = _element(der, start, stop, TAG_SEQUENCE, "TBS")
-    algorithm_end = _element(der, tbs_end, stop, TAG_SEQUENCE, "signatureAlgorithm")[1]
-    signature_start, signature_end = _element(der, algorithm_end, stop, _TAG_BIT_STRING, "signatureValue")
+    pos, tbs_end = expect(der, start, stop, TAG_SEQUENCE, "TBS")
+    algorithm_end = expect(der, tbs_end, stop, TAG_SEQUENCE, "signatureAlgorithm")[1]
+    signature_start, signature_end = expect(der, algorithm_end, stop, _TAG_BIT_STRING, "signatureValue")
     if signature_end != stop:
         raise ValueError("data follows the signatureValue")
     if signature_start == signature_end or der[signature_start] != 0:
@@ -72,19 +64,19 @@ def split_signed(der: bytes, certificate: bool) -> SignedParts:
     if certificate:
         if pos < tbs_end and der[pos] == _TAG_VERSION:
             pos = read_tlv(der, pos, tbs_end)[2]
-        pos = _element(der, pos, tbs_end, _TAG_INTEGER, "serialNumber")[1]
-    elif pos < tbs_end and der[pos] == _TAG_INTEGER:
+        pos = expect(der, pos, tbs_end, TAG_INTEGER, "serialNumber")[1]
+    elif pos < tbs_end and der[pos] == TAG_INTEGER:
         pos = read_tlv(der, pos, tbs_end)[2]
     algorithm = der[tbs_end:algorithm_end]
     if pos + len(algorithm) > tbs_end or not der.startswith(algorithm, pos):
         raise ValueError("the inner and outer signature algorithms differ")
     # issuer follows the signature field in both; a certificate's subject follows its validity (§4.1).
     issuer_start = pos + len(algorithm)
-    issuer_end = _element(der, issuer_start, tbs_end, TAG_SEQUENCE, "issuer")[1]
+    issuer_end = expect(der, issuer_start, tbs_end, TAG_SEQUENCE, "issuer")[1]
     subject = b""
     if certificate:
-        validity_end = _element(der, issuer_end, tbs_end, TAG_SEQUENCE, "validity")[1]
-        subject = der[validity_end : _element(der, validity_end, tbs_end, TAG_SEQUENCE, "subject")[1]]
+        validity_end = expect(der, issuer_end, tbs_end, TAG_SEQUENCE, "validity")[1]
+        subject = der[validity_end : expect(der, validity_end, tbs_end, TAG_SEQUENCE, "subject")[1]]
     return SignedParts(
         der[start:tbs_end],
         algorithm,
