@@ -298,10 +298,28 @@ def test_only_a_canonical_leaf_block_is_decoded_before_the_tail(
         assert _pki._load_with_known_tail(other + tail, known) is None
 
 
+def _leaf_der(head: bytes) -> bytes:
+    return x509.load_pem_x509_certificate(head).public_bytes(Encoding.DER)
+
+
 def _with_version(der: bytes, version: int) -> bytes:
     """The certificate with its [0] EXPLICIT version INTEGER set to ``version`` (X.509 knows 0 to 2)."""
     at = der.index(b"\xa0\x03\x02\x01\x02")
     return der[: at + 4] + bytes([version]) + der[at + 5 :]
+
+
+def _pck_ca_name(der: bytes) -> bytes:
+    """The common name of the PCK CA in ``der`` (its issuer or subject): a UTF8String of the same length as
+    its replacement in the tests below."""
+    return b"Intel SGX PCK Processor CA" if b"Processor CA" in der else b"Intel SGX PCK Platform CA"
+
+
+def _refused_as_collateral(pem: bytes) -> None:
+    """``pem`` is refused by both readers of collateral certificates, each with its own typed error."""
+    with pytest.raises(InvalidCollateral, match="malformed"):
+        parse_pem_chain(pem)
+    with pytest.raises(InvalidCollateral, match="cannot read root certificate"):
+        TrustedRoot.from_pem(pem)
 
 
 def _pem_block(der: bytes) -> bytes:
@@ -315,9 +333,8 @@ def test_certificate_of_an_unknown_x509_version_is_invalid_evidence(
     real_quote: bytes, real_collateral: QuoteCollateral, layout: str
 ) -> None:
     head, tail = _leaf_block(real_quote, real_collateral)
-    leaf = x509.load_pem_x509_certificate(head)
     # cryptography raises InvalidVersion, which is not a ValueError, for a version it does not know.
-    bad = _pem_block(_with_version(leaf.public_bytes(Encoding.DER), 5))
+    bad = _pem_block(_with_version(_leaf_der(head), 5))
     assert len(bad) == len(head)
     if layout == "library reader":
         bad = bad.replace(b"\n", b"\r\n")
@@ -330,18 +347,15 @@ def test_certificate_of_an_unknown_x509_version_is_invalid_evidence(
             verify_quote(quote, real_collateral, now=REAL_INSIDE)
         with pytest.raises(InvalidQuote):
             pck_certificates_from_pem(bad + tail)
-    with pytest.raises(InvalidCollateral, match="malformed"):
-        parse_pem_chain(bad)
-    with pytest.raises(InvalidCollateral, match="cannot read root certificate"):
-        TrustedRoot.from_pem(bad)
+    _refused_as_collateral(bad)
 
 
 def test_a_malformed_issuer_name_in_the_quote_is_invalid_evidence(
     real_quote: bytes, real_collateral: QuoteCollateral
 ) -> None:
     head, _ = _leaf_block(real_quote, real_collateral)
-    der = x509.load_pem_x509_certificate(head).public_bytes(Encoding.DER)
-    name = b"Intel SGX PCK Processor CA" if b"Processor CA" in der else b"Intel SGX PCK Platform CA"
+    der = _leaf_der(head)
+    name = _pck_ca_name(der)
     # The first occurrence is the issuer's common name: a UTF8String that is no longer UTF-8.
     broken = der.replace(name, b"\xff" * len(name), 1)
     quote = real_quote.replace(head, _pem_block(broken))
@@ -353,7 +367,7 @@ def test_a_duplicated_extension_in_the_quote_is_invalid_evidence(
     real_quote: bytes, real_collateral: QuoteCollateral
 ) -> None:
     head, _ = _leaf_block(real_quote, real_collateral)
-    der = x509.load_pem_x509_certificate(head).public_bytes(Encoding.DER)
+    der = _leaf_der(head)
     # subjectKeyIdentifier (2.5.29.14) renamed basicConstraints (2.5.29.19): two basicConstraints (RFC 5280 §4.2).
     ski, basic = b"\x06\x03\x55\x1d\x0e", b"\x06\x03\x55\x1d\x13"
     assert der.count(ski) == 1 and der.count(basic) == 1
@@ -373,7 +387,7 @@ def test_collateral_crls_and_roots_that_do_not_decode_are_invalid_collateral(
     # The TBSCertList's version comes first: v2 is INTEGER 1; 5 is no CRL version (InvalidVersion on load).
     assert tbs.index(b"\x02\x01\x01") < 8
     version_5 = crl.replace(b"\x02\x01\x01", b"\x02\x01\x05", 1)
-    name = b"Intel SGX PCK Processor CA" if b"Processor CA" in crl else b"Intel SGX PCK Platform CA"
+    name = _pck_ca_name(crl)
     bad_issuer = crl.replace(name, b"\xff" * len(name), 1)  # the issuer's UTF8String, no longer UTF-8
     for bad in (version_5, bad_issuer):
         with pytest.raises(InvalidCollateral, match="CRL is malformed"):
@@ -381,10 +395,7 @@ def test_collateral_crls_and_roots_that_do_not_decode_are_invalid_collateral(
     ca, _ = real_collateral.pck_crl_issuer_chain
     ca_der = ca.public_bytes(Encoding.DER)
     bad_subject = _pem_block(ca_der[::-1].replace(name[::-1], b"\xff" * len(name), 1)[::-1])  # the subject's
-    with pytest.raises(InvalidCollateral, match="malformed"):
-        parse_pem_chain(bad_subject)
-    with pytest.raises(InvalidCollateral, match="cannot read root certificate"):
-        TrustedRoot.from_pem(bad_subject)
+    _refused_as_collateral(bad_subject)
 
 
 # -- end to end ------------------------------------------------------------------------------------------
