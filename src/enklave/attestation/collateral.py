@@ -78,11 +78,13 @@ def _as_bytes(data: bytes | str, what: str) -> bytes:
     return bytes(data)
 
 
-def parse_pem_chain(text: bytes | str) -> tuple[x509.Certificate, ...]:
+def parse_pem_chain(text: bytes | str, *, decode: bool = True) -> tuple[x509.Certificate, ...]:
     """Parse a chain of PEM certificates, in the order given (Intel sends the leaf first).
 
     Only whitespace may surround the PEM blocks. Raises :class:`InvalidCollateral` for an empty, oversized
     (more than :data:`MAX_CHAIN_LENGTH` certificates or :data:`MAX_PEM_CHAIN_SIZE` bytes) or malformed chain.
+    Every certificate is decoded whole (:func:`enklave._x509.decode_certificate`) unless ``decode`` is false,
+    which is only for comparing the text with certificates read before.
     """
     data = _as_bytes(text, "PEM certificate chain")
     if len(data) > MAX_PEM_CHAIN_SIZE:
@@ -95,7 +97,8 @@ def parse_pem_chain(text: bytes | str) -> tuple[x509.Certificate, ...]:
         if len(certificates) == MAX_CHAIN_LENGTH:
             raise _invalid(f"PEM certificate chain has more than {MAX_CHAIN_LENGTH} certificates")
         try:
-            certificates.append(decode_certificate(x509.load_pem_x509_certificate(match.group(0))))
+            certificate = x509.load_pem_x509_certificate(match.group(0))
+            certificates.append(decode_certificate(certificate) if decode else certificate)
         except DECODE_ERRORS as exc:
             raise _invalid(f"certificate {len(certificates)} of the PEM chain is malformed") from exc
         position = match.end()
@@ -152,8 +155,9 @@ def _chain_pem(name: str, chain: tuple[x509.Certificate, ...], pem: bytes) -> by
         raise _invalid(f"{name} needs 1..{MAX_CHAIN_LENGTH} certificates, has {len(chain)}")
     if not pem:
         return b"".join(certificate.public_bytes(Encoding.PEM) for certificate in chain)
-    # The PEM text is what to_json() writes, so it must never disagree with the certificates verified.
-    if parse_pem_chain(pem) != chain:
+    # The PEM text is what to_json() writes, so it must never disagree with the certificates verified. Equal
+    # certificates have equal DER, so comparing needs no field decoded again (from_parts decoded them already).
+    if parse_pem_chain(pem, decode=False) != chain:
         raise _invalid(f"{name}_pem does not hold the certificates of {name}")
     return bytes(pem)
 
