@@ -182,16 +182,6 @@ def _signature_bytes(signature: bytes, what: str) -> bytes:
     return bytes(signature)
 
 
-def _check_signed(body: bytes, signature: bytes, what: str) -> str:
-    if not isinstance(body, bytes):
-        raise UsageError(f"{what} body must be bytes")
-    if len(signature) != SIGNATURE_SIZE:
-        raise _invalid(
-            f"{what} signature must be {SIGNATURE_SIZE} bytes (P-256 r||s), found {len(signature)}"
-        )
-    return sj.decode_text(body, what=f"{what} body", max_size=MAX_COLLATERAL_JSON_SIZE)
-
-
 _D = TypeVar("_D")
 
 # Passed by _document_from_parts, whose fields were just parsed from the body: __post_init__ then need not parse
@@ -216,10 +206,25 @@ def _document_from_parts(
     )
 
 
-def _fields_of(document: object, names: tuple[str, ...]) -> tuple[object, ...]:
-    """The document's fields that its signed body determines, in the content tuple's order (a NamedTuple
-    compares equal to a plain tuple of the same items)."""
-    return tuple(getattr(document, name) for name in names)
+def _check_document(
+    document: TcbInfo | QeIdentity,
+    parsed: object,
+    parse: Callable[[str], tuple[object, ...]],
+    names: tuple[str, ...],
+    what: str,
+) -> None:
+    """The checks of a signed document's ``__post_init__``: the body is bytes, the signature 64 bytes, and the
+    fields ``names`` (in the content tuple's order: a NamedTuple compares equal to a plain tuple of the same
+    items) are what ``parse`` reads from the body, unless ``parsed`` says they were just read from it."""
+    if not isinstance(document.body, bytes):
+        raise UsageError(f"{what} body must be bytes")
+    if len(document.signature) != SIGNATURE_SIZE:
+        raise _invalid(
+            f"{what} signature must be {SIGNATURE_SIZE} bytes (P-256 r||s), found {len(document.signature)}"
+        )
+    text = sj.decode_text(document.body, what=f"{what} body", max_size=MAX_COLLATERAL_JSON_SIZE)
+    if parsed is not _PARSED_FROM_BODY and parse(text) != tuple(getattr(document, name) for name in names):
+        raise _invalid(f"{what} fields do not match its signed body")
 
 
 def _split_signed_document(text: bytes | str, key: str, what: str) -> tuple[str, bytes]:
@@ -254,11 +259,7 @@ class TcbInfo:
     _parsed: InitVar[object] = None  # private: see _PARSED_FROM_BODY
 
     def __post_init__(self, _parsed: object) -> None:
-        text = _check_signed(self.body, self.signature, "TCB info")
-        if _parsed is not _PARSED_FROM_BODY and _parse_tcb_info_content(text) != _fields_of(
-            self, _TcbInfoContent._fields
-        ):
-            raise _invalid("TCB info fields do not match its signed body")
+        _check_document(self, _parsed, _parse_tcb_info_content, _TcbInfoContent._fields, "TCB info")
 
     @classmethod
     def from_parts(cls, body: bytes | str, signature: bytes) -> TcbInfo:
@@ -355,11 +356,7 @@ class QeIdentity:
     _parsed: InitVar[object] = None  # private: see _PARSED_FROM_BODY
 
     def __post_init__(self, _parsed: object) -> None:
-        text = _check_signed(self.body, self.signature, "QE identity")
-        if _parsed is not _PARSED_FROM_BODY and _parse_qe_identity_content(text) != _fields_of(
-            self, _QeIdentityContent._fields
-        ):
-            raise _invalid("QE identity fields do not match its signed body")
+        _check_document(self, _parsed, _parse_qe_identity_content, _QeIdentityContent._fields, "QE identity")
 
     @classmethod
     def from_parts(cls, body: bytes | str, signature: bytes) -> QeIdentity:
