@@ -216,21 +216,19 @@ class EnclavePolicy(Policy):
         ``">= 3"`` or ``"none of INTEL-SA-00334"``.
         """
         # 1. Evidence from the simulated platform proves nothing about real hardware.
-        if evidence.simulated and not self.allow_simulated:
-            raise PolicyError(
-                "the evidence comes from enklave's simulated platform, which this policy does not accept",
-                field="simulated",
-                expected=False,
-                actual=True,
-            )
+        _check_flag(
+            "simulated",
+            evidence.simulated,
+            self.allow_simulated,
+            "the evidence comes from enklave's simulated platform, which this policy does not accept",
+        )
         # 2. The host can read a debug enclave's memory, so its secrets are not secret.
-        if evidence.debug and not self.allow_debug:
-            raise PolicyError(
-                "the enclave runs in debug mode, which this policy does not accept",
-                field="debug",
-                expected=False,
-                actual=True,
-            )
+        _check_flag(
+            "debug",
+            evidence.debug,
+            self.allow_debug,
+            "the enclave runs in debug mode, which this policy does not accept",
+        )
         # 3. The enclave's identity: measurement, signer, product and version.
         _check_measurement("mr_enclave", self.mr_enclave, evidence.mr_enclave)
         _check_measurement("mr_signer", self.mr_signer, evidence.mr_signer)
@@ -280,32 +278,23 @@ class EnclavePolicy(Policy):
 
     def _check_report_data(self, actual: bytes) -> None:
         if self.report_data is not None:
-            if not hmac.compare_digest(actual, self.report_data):
-                raise PolicyError(
-                    "report_data does not equal the expected value",
-                    field="report_data",
-                    expected=self.report_data.hex(),
-                    actual=actual.hex(),
-                )
+            _require_report_data(
+                actual, actual, self.report_data, "report_data does not equal the expected value"
+            )
         elif self.report_data_prefix is not None:
             prefix = self.report_data_prefix
-            if not hmac.compare_digest(actual[: len(prefix)], prefix):
-                raise PolicyError(
-                    "report_data does not start with the expected prefix",
-                    field="report_data",
-                    expected=prefix.hex(),
-                    actual=actual.hex(),
-                )
+            _require_report_data(
+                actual, actual[: len(prefix)], prefix, "report_data does not start with the expected prefix"
+            )
         elif self._binds_digest is not None:
             digest = self._binds_digest
             # Only the first 32 bytes are bound; the enclave may use bytes 32..63 for anything.
-            if not hmac.compare_digest(actual[: len(digest)], digest):
-                raise PolicyError(
-                    "report_data[0:32] is not the SHA-256 of the bound data",
-                    field="report_data",
-                    expected=digest.hex(),
-                    actual=actual.hex(),
-                )
+            _require_report_data(
+                actual,
+                actual[: len(digest)],
+                digest,
+                "report_data[0:32] is not the SHA-256 of the bound data",
+            )
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> EnclavePolicy:
@@ -507,6 +496,18 @@ def _check_measurement(name: str, allowed: tuple[bytes, ...] | None, actual: byt
         )
 
 
+def _check_flag(name: str, value: bool, allowed: bool, message: str) -> None:
+    # A flag of the evidence (simulated, debug) that, when set, the policy must explicitly allow.
+    if value and not allowed:
+        raise PolicyError(message, field=name, expected=False, actual=True)
+
+
+def _require_report_data(actual: bytes, compared: bytes, expected: bytes, message: str) -> None:
+    # ``compared`` is the part of the report data ``actual`` that must equal ``expected``: all of it, or a prefix.
+    if not hmac.compare_digest(compared, expected):
+        raise PolicyError(message, field="report_data", expected=expected.hex(), actual=actual.hex())
+
+
 def _empty_composite(kind: str) -> PolicyError:
     return PolicyError(
         f"{kind} has no policies, and an empty composite accepts nothing",
@@ -599,18 +600,18 @@ def _flag(value: object, name: str) -> bool:
     return value
 
 
-def _tcb_statuses(value: object) -> frozenset[TcbStatus]:
-    items: Iterable[object]
+def _one_or_many(value: object, name: str, what: str) -> Iterable[object]:
+    # A single string stands for itself, not for the iterable of its characters.
     if isinstance(value, str):
-        items = (value,)
-    elif isinstance(value, Iterable):
-        items = value
-    else:
-        raise UsageError(
-            f"accepted_tcb_statuses must be an iterable of TCB statuses, got {type(value).__name__}"
-        )
+        return (value,)
+    if isinstance(value, Iterable):
+        return value
+    raise UsageError(f"{name} must be an iterable of {what}, got {type(value).__name__}")
+
+
+def _tcb_statuses(value: object) -> frozenset[TcbStatus]:
     statuses: set[TcbStatus] = set()
-    for item in items:
+    for item in _one_or_many(value, "accepted_tcb_statuses", "TCB statuses"):
         if not isinstance(item, str):
             raise UsageError(
                 f"a TCB status must be a TcbStatus or its string value, got {type(item).__name__}"
@@ -630,15 +631,8 @@ def _tcb_statuses(value: object) -> frozenset[TcbStatus]:
 
 
 def _advisory_ids(value: object) -> tuple[str, ...]:
-    items: Iterable[object]
-    if isinstance(value, str):
-        items = (value,)
-    elif isinstance(value, Iterable):
-        items = value
-    else:
-        raise UsageError(f"rejected_advisory_ids must be an iterable of strings, got {type(value).__name__}")
     ids: set[str] = set()
-    for item in items:
+    for item in _one_or_many(value, "rejected_advisory_ids", "strings"):
         # A stray space or lower-case letter must not make an advisory silently never match.
         if not isinstance(item, str) or not _ADVISORY_ID.fullmatch(item):
             raise UsageError(f"an advisory id must be a non-empty string without spaces, got {item!r}")
