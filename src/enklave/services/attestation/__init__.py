@@ -9,9 +9,9 @@ must not load the host, storage and HTTP stacks with it.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from enklave.services._lazy import lazy_attribute
 from enklave.services.attestation.policy import (
     DEFAULT_MAX_CLAIMS,
     DEFAULT_OPEN_ENCLAVE_POLICY,
@@ -97,6 +97,4 @@ _LAZY = {
 
 def __getattr__(name: str) -> object:
     # The service side loads on first use only (see the module docstring).
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return lazy_attribute(__name__, _LAZY, name)

@@ -8,9 +8,9 @@ for P-256 keys).
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from enklave.services._lazy import lazy_attribute
 from enklave.services.kbs.release_policy import (
     SUPPORTED_VERSIONS,
     AllOf,
@@ -72,6 +72,4 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return lazy_attribute(__name__, _LAZY, name)
