@@ -77,6 +77,14 @@ def _error(status: int, code: str, text: str) -> EnklaveError:
     return answer_error(status, code, text, _ERRORS_BY_CODE)
 
 
+def _token(answer: Mapping[str, Any]) -> str:
+    """The ``token`` member of a service answer (not verified); raises InvalidToken when it is missing."""
+    token = answer.get("token")
+    if not isinstance(token, str):
+        raise InvalidToken("the service answered no token")
+    return token
+
+
 def _claims(token: str) -> dict[str, Any]:
     parts = token.split(".")
     if len(parts) != 3:
@@ -154,11 +162,7 @@ class AttestationClient(ServiceClient):
             body["nonce"] = nonce
         if draft_policy is not None:
             body["draftPolicyForAttestation"] = draft_policy
-        answer = self._request("POST", f"/attest/{kind}", json_body=body)
-        token = answer.get("token")
-        if not isinstance(token, str):
-            raise InvalidToken("the service answered no token")
-        return token
+        return _token(self._request("POST", f"/attest/{kind}", json_body=body))
 
     def attest_sgx(
         self,
@@ -237,10 +241,7 @@ class AttestationClient(ServiceClient):
         The answer token's signature is not checked here; a caller that must know the policy for sure checks
         ``x-ms-policy-hash`` in the attestation tokens it verifies.
         """
-        answer = self._request("GET", f"/policies/{attestation_type}")
-        token = answer.get("token")
-        if not isinstance(token, str):
-            raise InvalidToken("the service answered no token")
+        token = _token(self._request("GET", f"/policies/{attestation_type}"))
         jws = _claims(token).get("x-ms-policy")
         if not isinstance(jws, str):
             raise InvalidToken("the policy answer has no x-ms-policy")
@@ -255,10 +256,7 @@ class AttestationClient(ServiceClient):
             content=unsigned_policy_jws(policy).encode("ascii"),
             headers={"authorization": f"Bearer {admin_token}", "content-type": "text/plain"},
         )
-        token = answer.get("token")
-        if not isinstance(token, str):
-            raise InvalidToken("the service answered no token")
-        return str(_claims(token).get("x-ms-policy-token-hash", ""))
+        return str(_claims(_token(answer)).get("x-ms-policy-token-hash", ""))
 
     def reset_policy(self, attestation_type: str, admin_token: str) -> None:
         """``POST /policies/{type}:reset``: back to the default policy."""
