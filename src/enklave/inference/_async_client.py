@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
@@ -16,26 +16,19 @@ from enklave.attestation.policy import Policy
 from enklave.attestation.sources import CollateralSource
 from enklave.attestation.tokens import TokenVerifier
 from enklave.attestation.trust import TrustedRoot
-from enklave.channels.ohttp_attested import (
-    OHTTP_REQUEST_MEDIA_TYPE,
-    BhttpRequest,
-    BhttpResponse,
-)
-from enklave.errors import BadDataError, TransportError, UsageError
+from enklave.channels.ohttp_attested import BhttpRequest, BhttpResponse
+from enklave.errors import TransportError, UsageError
 from enklave.inference import _client_messages as msg
-from enklave.inference._client_attest import (
-    MAX_ATTESTATION_ANSWER,
-    Attestation,
-    AttestationMethod,
-    new_nonce,
-)
+from enklave.inference._client_attest import Attestation, AttestationMethod, new_nonce
 from enklave.inference._client_base import (
     DEFAULT_MAX_REQUEST_SIZE,
+    Answer,
     Base,
+    Call,
     NoCookies,
     Pin,
     Progress,
-    chunks,
+    Reader,
     json_object,
     model_list,
 )
@@ -45,9 +38,9 @@ from enklave.inference.protocol import Limits
 __all__ = ["AsyncClient"]
 
 
-async def _achunks(blob: bytes, progress: Progress | None) -> AsyncIterator[bytes]:
-    for chunk in chunks(blob, progress):
-        yield chunk
+async def _pieces(parts: Iterator[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
 
 
 class AsyncClient(Base):
@@ -79,38 +72,30 @@ class AsyncClient(Base):
         self._http = httpx.AsyncClient(transport=transport, timeout=self.timeout, cookies=NoCookies())
         self._lock: asyncio.Lock | None = None
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        limit: int,
-        params: Mapping[str, str] | None = None,
-        content: bytes | AsyncIterator[bytes] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> tuple[int, str, bytes]:
-        what = f"{method} {path}"
+    async def _call(self, call: Call) -> Answer:
+        # httpx.AsyncClient sends an upload's pieces only from an asynchronous iterator.
+        content = call.content if isinstance(call.content, bytes | None) else _pieces(call.content)
+        reader = Reader(call)
         try:
             async with self._http.stream(
-                method, f"{self.url}{path}", params=params, content=content, headers=headers
-            ) as answer:
-                body = bytearray()
-                async for chunk in answer.aiter_bytes():
-                    body += chunk
-                    if len(body) > limit:
-                        raise BadDataError(f"{what}: the answer is larger than {limit} bytes")
-                return answer.status_code, answer.headers.get("content-type", ""), bytes(body)
+                call.method,
+                f"{self.url}{call.path}",
+                params=call.params,
+                content=content,
+                headers=call.headers,
+            ) as response:
+                async for chunk in response.aiter_bytes():
+                    reader.feed(chunk)
+                return reader.answer(response.status_code, response.headers.get("content-type", ""))
         except httpx.HTTPError as exc:
-            raise TransportError(f"{what} failed: {type(exc).__name__}") from exc
+            raise TransportError(f"{call.what} failed: {type(exc).__name__}") from exc
 
     async def attest(self) -> Attestation:
         """See :meth:`Client.attest`."""
         nonce = new_nonce()
-        status, _, body = await self._call(
-            "GET", msg.ATTESTATION_PATH, limit=MAX_ATTESTATION_ANSWER, params=self._attestation_params(nonce)
-        )
+        answer = await self._call(self._attestation_call(nonce))
         # Verification may fetch collateral with a blocking source, and checks signatures: not on the loop.
-        pin = await asyncio.to_thread(self._verify, status, body, nonce)
+        pin = await asyncio.to_thread(self._verify, answer, nonce)
         self._pin = pin
         return pin.attestation
 
@@ -130,12 +115,8 @@ class AsyncClient(Base):
         """See :meth:`Client.send`."""
         pin = await self._pinned()
         for retry in (True, False):
-            message, context = pin.encapsulator.encapsulate_request(request.to_bytes())
-            status, media_type, body = await self._call(
-                "POST", msg.GATEWAY_PATH, limit=self._max_message_size + 1024, content=message,
-                headers={"content-type": OHTTP_REQUEST_MEDIA_TYPE},
-            )  # fmt: skip
-            response = self._open(status, media_type, body, context, retry)
+            call, context = self._gateway_call(pin, request)
+            response = self._open(await self._call(call), context, retry)
             if response is not None:
                 return response
             pin = await self._pinned(stale=pin)
@@ -205,39 +186,19 @@ class AsyncClient(Base):
         owner = self._owner()
         if upload.send_key:
             await self._pinned()
-        path = msg.upload_path(upload.name, upload.version)
-        headers = {
-            **self._owner_headers(),
-            "content-type": "application/octet-stream",
-            "content-length": str(len(upload.blob)),
-        }
-        content = upload.blob if progress is None else _achunks(upload.blob, progress)
-        status, _, body = await self._call(
-            "PUT", path, limit=msg.MAX_JSON_ANSWER, content=content, headers=headers
-        )
-        answer = msg.read_outer_json(status, body, f"PUT {path}")
-        if not upload.send_key or upload.key is None:
+        answer = (await self._call(self._upload_call(upload, progress))).json()
+        key_request = self._key_request(upload, owner)
+        if key_request is None:
             return upload.result(answer)
-        response = await self.send(msg.key_request(upload.name, upload.version, upload.key, owner))
-        return self._key_answer(upload, answer, response)
+        return self._key_answer(upload, answer, await self.send(key_request))
 
     async def delete_model(self, name: str, version: str | int) -> dict[str, Any]:
         """See :meth:`Client.delete_model`."""
-        path = msg.upload_path(name, version)
-        status, _, body = await self._call(
-            "DELETE", path, limit=msg.MAX_JSON_ANSWER, headers=self._owner_headers()
-        )
-        return msg.read_outer_json(status, body, f"DELETE {path}")
+        return (await self._call(self._delete_call(name, version))).json()
 
     async def uploaded_models(self) -> dict[str, Any]:
         """See :meth:`Client.uploaded_models`."""
-        status, _, body = await self._call(
-            "GET",
-            "/v1/models",
-            limit=msg.MAX_JSON_ANSWER,
-            headers=self._owner_headers(),
-        )
-        return msg.read_outer_json(status, body, "GET /v1/models")
+        return (await self._call(self._uploaded_models_call())).json()
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""

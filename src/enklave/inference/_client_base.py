@@ -1,11 +1,13 @@
 """What the synchronous and asynchronous inference clients share: their settings, the attestation step, the
-handling of gateway answers and of uploads, with no I/O of their own (see :mod:`enklave.inference.client`)."""
+outer requests they make (:class:`Call`) and the checks of the answers (:class:`Answer`), the handling of gateway
+answers and of uploads, with no I/O of their own (see :mod:`enklave.inference.client`). Each client keeps only
+its transport: it sends a :class:`Call` and reads its answer through a :class:`Reader`."""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.cookiejar import CookieJar
 from typing import Any, Final
@@ -19,12 +21,15 @@ from enklave.attestation.trust import TrustedRoot
 from enklave.attestation.verify import QuoteVerifier
 from enklave.channels.ohttp import ClientContext
 from enklave.channels.ohttp_attested import (
+    OHTTP_REQUEST_MEDIA_TYPE,
     OHTTP_RESPONSE_MEDIA_TYPE,
+    BhttpRequest,
     BhttpResponse,
 )
 from enklave.errors import BadDataError, UsageError, VerificationError
 from enklave.inference import _client_messages as msg
 from enklave.inference._client_attest import (
+    MAX_ATTESTATION_ANSWER,
     Attestation,
     AttestationMethod,
     Encapsulator,
@@ -37,13 +42,15 @@ from enklave.inference.protocol import Limits
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_SIZE",
+    "Answer",
     "Base",
+    "Call",
     "NoCookies",
     "Pin",
     "Progress",
+    "Reader",
     "chunks",
     "json_object",
-    "limited",
     "model_list",
 ]
 
@@ -72,6 +79,62 @@ class NoCookies(CookieJar):
 
     def add_cookie_header(self, request: Any) -> None:
         return None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Call:
+    """One outer request to the host, built without I/O; each client sends it over its own transport.
+
+    ``content`` is the body, whole or in pieces (an upload that reports progress); ``limit`` is the most bytes
+    of the answer read. The headers may carry the owner's host credential: they stay out of the repr.
+    """
+
+    method: str
+    path: str
+    limit: int
+    params: Mapping[str, str] | None = None
+    content: bytes | Iterator[bytes] | None = field(default=None, repr=False)
+    headers: Mapping[str, str] | None = field(default=None, repr=False)
+
+    @property
+    def what(self) -> str:
+        """``METHOD /path``: what error messages name."""
+        return f"{self.method} {self.path}"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Answer:
+    """The host's answer to a :class:`Call` (``what`` names it): status, media type and the body read."""
+
+    what: str
+    status: int
+    media_type: str
+    body: bytes = field(repr=False)
+
+    def json(self) -> dict[str, Any]:
+        """The answer as a JSON object, or the error its status means (:func:`~._client_messages.read_outer_json`)."""
+        return msg.read_outer_json(self.status, self.body, self.what)
+
+
+class Reader:
+    """Collects the body of the answer to one :class:`Call` piece by piece; :class:`BadDataError` as soon as it
+    passes the call's limit, so that an endless answer costs no more than the limit."""
+
+    __slots__ = ("_body", "_call")
+
+    def __init__(self, call: Call) -> None:
+        self._call = call
+        self._body = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        """Add ``chunk`` to the body; raises :class:`BadDataError` past the limit."""
+        self._body += chunk
+        if len(self._body) > self._call.limit:
+            raise BadDataError(f"{self._call.what}: the answer is larger than {self._call.limit} bytes")
+
+    def answer(self, status: int, media_type: str) -> Answer:
+        """The answer, once the whole body was fed."""
+        return Answer(self._call.what, status, media_type, bytes(self._body))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -146,11 +209,17 @@ class Base:
 
     # -- pieces without I/O ------------------------------------------------------------------------------
 
-    def _verify(self, status: int, body: bytes, nonce: bytes) -> Pin:
-        if status != 200:
-            raise msg.answer_error(status, body, f"GET {msg.ATTESTATION_PATH}")
+    @staticmethod
+    def _attestation_call(nonce: bytes) -> Call:
+        return Call(
+            "GET", msg.ATTESTATION_PATH, MAX_ATTESTATION_ANSWER, params={"nonce": _b64url.encode(nonce)}
+        )
+
+    def _verify(self, answer: Answer, nonce: bytes) -> Pin:
+        if answer.status != 200:
+            raise msg.answer_error(answer.status, answer.body, answer.what)
         attestation, encapsulator = verify_answer(
-            parse_answer(body),
+            parse_answer(answer.body),
             nonce=nonce,
             method=self.method,
             policy=self.policy,
@@ -174,22 +243,52 @@ class Base:
             raise UsageError("model management needs the owner token (owner_token=...)")
         return {"authorization": f"Bearer {self._owner_credential}"}
 
-    @staticmethod
-    def _attestation_params(nonce: bytes) -> dict[str, str]:
-        return {"nonce": _b64url.encode(nonce)}
+    def _gateway_call(self, pin: Pin, request: BhttpRequest) -> tuple[Call, ClientContext]:
+        """``request`` encapsulated to the pinned key, and what opens its response."""
+        message, context = pin.encapsulator.encapsulate_request(request.to_bytes())
+        call = Call(
+            "POST", msg.GATEWAY_PATH, self._max_message_size + 1024, content=message,
+            headers={"content-type": OHTTP_REQUEST_MEDIA_TYPE},
+        )  # fmt: skip
+        return call, context
 
-    def _open(
-        self, status: int, media_type: str, body: bytes, context: ClientContext, retry: bool
-    ) -> BhttpResponse | None:
+    @staticmethod
+    def _open(answer: Answer, context: ClientContext, retry: bool) -> BhttpResponse | None:
         """The opened response; None when the gateway refused the encapsulation and one retry is left."""
-        if status == 400 and retry:
+        if answer.status == 400 and retry:
             # The gateway could not decapsulate: most likely its key changed. Attest again, then retry.
             return None
-        if status != 200:
-            raise msg.answer_error(status, body, f"POST {msg.GATEWAY_PATH}")
-        if media_type.split(";", maxsplit=1)[0].strip().lower() != OHTTP_RESPONSE_MEDIA_TYPE:
-            raise BadDataError(f"POST {msg.GATEWAY_PATH}: the answer is not {OHTTP_RESPONSE_MEDIA_TYPE}")
-        return BhttpResponse.from_bytes(context.decapsulate_response(body))
+        if answer.status != 200:
+            raise msg.answer_error(answer.status, answer.body, answer.what)
+        if answer.media_type.split(";", maxsplit=1)[0].strip().lower() != OHTTP_RESPONSE_MEDIA_TYPE:
+            raise BadDataError(f"{answer.what}: the answer is not {OHTTP_RESPONSE_MEDIA_TYPE}")
+        return BhttpResponse.from_bytes(context.decapsulate_response(answer.body))
+
+    def _upload_call(self, upload: Upload, progress: Progress | None) -> Call:
+        """The ``PUT`` of the container to the host, with the owner's host credential."""
+        path = msg.upload_path(upload.name, upload.version)
+        headers = {
+            **self._owner_headers(),
+            "content-type": "application/octet-stream",
+            "content-length": str(len(upload.blob)),
+        }
+        content = upload.blob if progress is None else chunks(upload.blob, progress)
+        return Call("PUT", path, msg.MAX_JSON_ANSWER, content=content, headers=headers)
+
+    @staticmethod
+    def _key_request(upload: Upload, owner: str) -> BhttpRequest | None:
+        """The inner ``PUT .../key`` that hands the enclave the owner key; None when the client sends no key."""
+        if not upload.send_key or upload.key is None:
+            return None
+        return msg.key_request(upload.name, upload.version, upload.key, owner)
+
+    def _delete_call(self, name: str, version: str | int) -> Call:
+        return Call(
+            "DELETE", msg.upload_path(name, version), msg.MAX_JSON_ANSWER, headers=self._owner_headers()
+        )
+
+    def _uploaded_models_call(self) -> Call:
+        return Call("GET", "/v1/models", msg.MAX_JSON_ANSWER, headers=self._owner_headers())
 
     @staticmethod
     def _key_answer(upload: Upload, answer: Mapping[str, Any], response: BhttpResponse) -> UploadResult:
@@ -206,16 +305,6 @@ class Base:
         ):
             raise VerificationError("the enclave did not report loading the model with the SHA-256 uploaded")
         return upload.result(answer, loaded=True)
-
-
-def limited(parts: Iterator[bytes], limit: int, what: str) -> bytes:
-    """The bytes of ``parts`` joined; :class:`BadDataError` as soon as they pass ``limit`` bytes."""
-    body = bytearray()
-    for chunk in parts:
-        body += chunk
-        if len(body) > limit:
-            raise BadDataError(f"{what}: the answer is larger than {limit} bytes")
-    return bytes(body)
 
 
 def chunks(blob: bytes, progress: Progress | None) -> Iterator[bytes]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
@@ -43,29 +43,21 @@ from enklave.attestation.policy import Policy
 from enklave.attestation.sources import CollateralSource
 from enklave.attestation.tokens import TokenVerifier
 from enklave.attestation.trust import TrustedRoot
-from enklave.channels.ohttp_attested import (
-    OHTTP_REQUEST_MEDIA_TYPE,
-    BhttpRequest,
-    BhttpResponse,
-)
+from enklave.channels.ohttp_attested import BhttpRequest, BhttpResponse
 from enklave.errors import TransportError
 from enklave.inference import _client_messages as msg
 from enklave.inference._async_client import AsyncClient
-from enklave.inference._client_attest import (
-    MAX_ATTESTATION_ANSWER,
-    Attestation,
-    AttestationMethod,
-    new_nonce,
-)
+from enklave.inference._client_attest import Attestation, AttestationMethod, new_nonce
 from enklave.inference._client_base import (
     DEFAULT_MAX_REQUEST_SIZE,
+    Answer,
     Base,
+    Call,
     NoCookies,
     Pin,
     Progress,
-    chunks,
+    Reader,
     json_object,
-    limited,
     model_list,
 )
 from enklave.inference._client_upload import Upload, UploadResult, prepare_container, prepare_model
@@ -114,34 +106,27 @@ class Client(Base):
 
     # -- HTTP --------------------------------------------------------------------------------------------
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        limit: int,
-        params: Mapping[str, str] | None = None,
-        content: bytes | Iterator[bytes] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> tuple[int, str, bytes]:
-        what = f"{method} {path}"
+    def _call(self, call: Call) -> Answer:
+        reader = Reader(call)
         try:
             with self._http.stream(
-                method, f"{self.url}{path}", params=params, content=content, headers=headers
-            ) as answer:
-                body = limited(answer.iter_bytes(), limit, what)
-                return answer.status_code, answer.headers.get("content-type", ""), body
+                call.method,
+                f"{self.url}{call.path}",
+                params=call.params,
+                content=call.content,
+                headers=call.headers,
+            ) as response:
+                for chunk in response.iter_bytes():
+                    reader.feed(chunk)
+                return reader.answer(response.status_code, response.headers.get("content-type", ""))
         except httpx.HTTPError as exc:
-            raise TransportError(f"{what} failed: {type(exc).__name__}") from exc
+            raise TransportError(f"{call.what} failed: {type(exc).__name__}") from exc
 
     # -- attestation -------------------------------------------------------------------------------------
 
     def _fetch_and_verify(self) -> Pin:
         nonce = new_nonce()
-        status, _, body = self._call(
-            "GET", msg.ATTESTATION_PATH, limit=MAX_ATTESTATION_ANSWER, params=self._attestation_params(nonce)
-        )
-        return self._verify(status, body, nonce)
+        return self._verify(self._call(self._attestation_call(nonce)), nonce)
 
     def attest(self) -> Attestation:
         """Attest the service now (fresh nonce) and pin its key; returns what was verified, or raises."""
@@ -163,12 +148,8 @@ class Client(Base):
         """
         pin = self._pinned()
         for retry in (True, False):
-            message, context = pin.encapsulator.encapsulate_request(request.to_bytes())
-            status, media_type, body = self._call(
-                "POST", msg.GATEWAY_PATH, limit=self._max_message_size + 1024, content=message,
-                headers={"content-type": OHTTP_REQUEST_MEDIA_TYPE},
-            )  # fmt: skip
-            response = self._open(status, media_type, body, context, retry)
+            call, context = self._gateway_call(pin, request)
+            response = self._open(self._call(call), context, retry)
             if response is not None:
                 return response
             pin = self._pinned(stale=pin)
@@ -255,35 +236,19 @@ class Client(Base):
         if upload.send_key:
             # Attest before sending anything: a client that cannot verify sends nothing.
             self._pinned()
-        path = msg.upload_path(upload.name, upload.version)
-        headers = {
-            **self._owner_headers(),
-            "content-type": "application/octet-stream",
-            "content-length": str(len(upload.blob)),
-        }
-        content = upload.blob if progress is None else chunks(upload.blob, progress)
-        status, _, body = self._call("PUT", path, limit=msg.MAX_JSON_ANSWER, content=content, headers=headers)
-        answer = msg.read_outer_json(status, body, f"PUT {path}")
-        if not upload.send_key or upload.key is None:
+        answer = self._call(self._upload_call(upload, progress)).json()
+        key_request = self._key_request(upload, owner)
+        if key_request is None:
             return upload.result(answer)
-        response = self.send(msg.key_request(upload.name, upload.version, upload.key, owner))
-        return self._key_answer(upload, answer, response)
+        return self._key_answer(upload, answer, self.send(key_request))
 
     def delete_model(self, name: str, version: str | int) -> dict[str, Any]:
         """Delete one uploaded model version (owner); returns the host's answer."""
-        path = msg.upload_path(name, version)
-        status, _, body = self._call("DELETE", path, limit=msg.MAX_JSON_ANSWER, headers=self._owner_headers())
-        return msg.read_outer_json(status, body, f"DELETE {path}")
+        return self._call(self._delete_call(name, version)).json()
 
     def uploaded_models(self) -> dict[str, Any]:
         """The host's list of stored model containers (owner; ``GET /v1/models``)."""
-        status, _, body = self._call(
-            "GET",
-            "/v1/models",
-            limit=msg.MAX_JSON_ANSWER,
-            headers=self._owner_headers(),
-        )
-        return msg.read_outer_json(status, body, "GET /v1/models")
+        return self._call(self._uploaded_models_call()).json()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
