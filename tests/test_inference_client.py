@@ -639,6 +639,28 @@ def test_upload_of_a_container_made_earlier(host: FakeHost, url: str, tmp_path: 
         client.upload_model(MLP, name="mlp", version=9)
 
 
+def test_async_upload_reports_progress_and_the_enclave_loads_the_model(host: FakeHost, url: str) -> None:
+    # The asynchronous client sends a container with a progress callback in pieces, then the key to the enclave.
+    key = os.urandom(32)
+    progress: list[tuple[int, int]] = []
+
+    async def main() -> UploadResult:
+        async with AsyncClient(url, policy=POLICY, roots=[simulated_root()], owner_token=OWNER) as client:
+            return await client.upload_model(
+                MLP,
+                name="async-mlp",
+                version=2,
+                key=key,
+                progress=lambda sent, total: progress.append((sent, total)),
+            )
+
+    result = asyncio.run(main())
+    assert result.loaded and result.sha256 == hashlib.sha256(MLP).hexdigest()
+    assert progress and progress[-1] == (result.size, result.size)
+    assert [sent for sent, _ in progress] == sorted(sent for sent, _ in progress)
+    assert decrypt_model(host.stored[("async-mlp", "2")], key)[1] == MLP
+
+
 def test_kbs_keyed_upload_sends_no_key(host: FakeHost, url: str) -> None:
     key = os.urandom(32)
     with client_for(url) as client:
