@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from enklave._json import loads, strict_loads
-from enklave.errors import BadDataError
+from enklave.cli._io import read_json_object
+from enklave.errors import BadDataError, UsageError
 from enklave.inference import _client_messages
 
 NESTED = ["[" * 100_000 + "]" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000]
@@ -37,3 +39,34 @@ def test_ordinary_documents_decode_as_before() -> None:
 def test_an_inference_answer_nested_too_deeply_is_bad_data(text: str) -> None:
     with pytest.raises(BadDataError, match="not JSON"):
         _client_messages._json(text.encode(), "GET /v1/models")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"authority": "https://a", "authority": "https://b"}', "duplicate key 'authority'"),
+        (b'{"n": NaN}', "non-standard JSON constant"),
+        (b"[1, 2]", "does not hold a JSON object"),
+        (b'{"a": "\xff"}', "is not JSON"),
+        (NESTED[0].encode(), "nested too deeply"),
+    ],
+)
+def test_json_files_given_on_the_command_line_are_read_strictly(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    # Release policies, JWKS and JWK files: a duplicated member could be read one way here and another way by the
+    # service the document is sent to.
+    path = tmp_path / "policy.json"
+    path.write_bytes(content)
+    with pytest.raises(BadDataError, match=message):
+        read_json_object(str(path), what="the policy file", limit=1 << 20)
+
+
+def test_a_json_object_file_is_returned_as_read(tmp_path: Path) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_text('{"keys": [{"kty": "EC", "crv": "P-256"}]}')
+    assert read_json_object(str(path), what="the JWKS file", limit=100) == {
+        "keys": [{"kty": "EC", "crv": "P-256"}]
+    }
+    with pytest.raises(UsageError, match="larger than 10 bytes"):
+        read_json_object(str(path), what="the JWKS file", limit=10)

@@ -8,9 +8,11 @@ import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from enklave._home import read_limited
-from enklave.errors import InvalidQuote, TransportError, UsageError
+from enklave._json import strict_loads
+from enklave.errors import BadDataError, InvalidQuote, TransportError, UsageError
 
 MAX_INPUT_SIZE = 1024 * 1024
 _HEX = re.compile(rb"^(?:0x)?[0-9a-fA-F\s]+$")
@@ -29,6 +31,22 @@ def read_file(path: str, *, what: str, limit: int = MAX_INPUT_SIZE) -> bytes:
     if len(data) > limit:
         raise UsageError(f"{what} {path} is larger than {limit} bytes")
     return data
+
+
+def read_json_object(path: str, *, what: str, limit: int) -> dict[str, Any]:
+    """The JSON object in the file at ``path`` (at most ``limit`` bytes); ``what`` names the file in errors.
+
+    Such files hold release policies, keys and key sets, so they are decoded strictly (see :mod:`enklave._json`):
+    a duplicated member could otherwise be read one way here and another way by the service it is sent to.
+    """
+    raw = read_file(path, what=what, limit=limit)
+    try:
+        document = strict_loads(raw.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError
+        raise BadDataError(f"{what} {path} is not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise BadDataError(f"{what} {path} does not hold a JSON object")
+    return document
 
 
 def decode_evidence(data: bytes) -> bytes:

@@ -9,8 +9,7 @@ from typing import Any
 import click
 
 from enklave._home import write_atomic
-from enklave._json import loads
-from enklave.cli._io import read_file
+from enklave.cli._io import read_file, read_json_object
 from enklave.cli._serve import ServeOptions, read_admin_token, serve_options
 from enklave.cli._serve import serve as serve_service
 from enklave.errors import BadDataError, UsageError
@@ -39,13 +38,7 @@ def _authority(value: str) -> Authority:
         raise UsageError("--authority is ISSUER=JWKS_URL or ISSUER=JWKS_FILE")
     if source.startswith(("http://", "https://")):
         return Authority(issuer, jwks_url=source)
-    try:
-        jwks = loads(read_file(source, what="the JWKS file", limit=_MAX_JWKS_FILE))
-    except ValueError as exc:
-        raise BadDataError(f"the JWKS file {source} is not JSON") from exc
-    if not isinstance(jwks, dict):
-        raise BadDataError(f"the JWKS file {source} does not hold a JSON object")
-    return Authority(issuer, jwks=jwks)
+    return Authority(issuer, jwks=read_json_object(source, what="the JWKS file", limit=_MAX_JWKS_FILE))
 
 
 @kbs.command("serve")
@@ -114,12 +107,7 @@ def create(
     client: KbsClient, name: str, kty: str, size: str | None, curve: str | None, policy_file: str
 ) -> None:
     """Create key NAME inside the broker's enclave and print its metadata."""
-    try:
-        policy = loads(read_file(policy_file, what="the policy file", limit=_MAX_POLICY_FILE))
-    except ValueError as exc:
-        raise BadDataError(f"the policy file {policy_file} is not JSON") from exc
-    if not isinstance(policy, dict):
-        raise BadDataError(f"the policy file {policy_file} does not hold a JSON object")
+    policy = read_json_object(policy_file, what="the policy file", limit=_MAX_POLICY_FILE)
     if (size is not None and kty != "rsa") or (curve is not None and kty != "ec"):
         raise UsageError("--size is for rsa keys and --curve for ec keys")
     kind = {"aes": "oct", "rsa": "RSA", "ec": "EC"}[kty]

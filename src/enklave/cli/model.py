@@ -24,11 +24,10 @@ from typing import Any
 import click
 
 from enklave._home import write_atomic
-from enklave._json import strict_loads
 from enklave.attestation.policy import AllOf
-from enklave.cli._io import read_file
+from enklave.cli._io import read_file, read_json_object
 from enklave.cli.infer import TrustOptions, make_client, read_secret, trust_options
-from enklave.errors import BadDataError, UsageError
+from enklave.errors import UsageError
 from enklave.inference._client_upload import MAX_MODEL_SIZE, new_model_key, prepare_model, read_source
 from enklave.inference.client import Client
 from enklave.inference.credentials import owner_credentials
@@ -203,14 +202,7 @@ def _envelope_jwk(
     if admin_token_file is not None and kbs_url is None:
         raise UsageError("--kbs-admin-token-file goes with --kbs-url")
     if public_key is not None:
-        raw = read_file(str(public_key), what="the public JWK file", limit=_MAX_JWK_FILE)
-        try:
-            document = strict_loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BadDataError(f"the public JWK file {public_key} is not JSON") from exc
-        if not isinstance(document, dict):
-            raise BadDataError(f"the public JWK file {public_key} does not hold a JSON object")
-        return document
+        return read_json_object(str(public_key), what="the public JWK file", limit=_MAX_JWK_FILE)
     if kbs_url is None or kbs_key is None:
         return None
     token = read_secret(None, admin_token_file, "key broker admin token")
