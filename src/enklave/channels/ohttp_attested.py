@@ -47,6 +47,7 @@ from enklave.channels._ohttp_evidence import (
     key_config_report_data,
 )
 from enklave.channels._ohttp_gateway import Handler, OhttpGateway
+from enklave.channels._verified import QuoteIdentity
 from enklave.channels.ohttp import (
     DEFAULT_MAX_MESSAGE_SIZE,
     ClientContext,
@@ -89,12 +90,13 @@ _VERIFIER_TOKEN = object()
 
 
 @dataclass(frozen=True, slots=True)
-class VerifiedKeyConfig:
+class VerifiedKeyConfig(QuoteIdentity):
     """Key configurations whose evidence verified, was appraised, and binds them (and the nonce, if any).
 
     Only :func:`verify_key_config_evidence` builds one (a private token guards the constructor), so holding one
     proves the checks passed. ``key_config`` is the configuration chosen to encrypt to, ``key_configs`` all the
     supported ones the evidence lists, ``quote`` the verified quote and ``evidence`` what was verified.
+    ``mr_enclave`` and ``mr_signer`` are the gateway enclave's, from ``quote``.
     """
 
     key_config: KeyConfig
@@ -111,16 +113,6 @@ class VerifiedKeyConfig:
     def nonce(self) -> bytes | None:
         """The nonce the evidence binds, or None when it was made without one."""
         return self.evidence.nonce or None
-
-    @property
-    def mr_enclave(self) -> bytes:
-        """The gateway enclave's MRENCLAVE."""
-        return bytes(self.quote.mr_enclave)
-
-    @property
-    def mr_signer(self) -> bytes:
-        """The gateway enclave's MRSIGNER."""
-        return bytes(self.quote.mr_signer)
 
 
 def _choose(configs: tuple[KeyConfig, ...], key_id: int | None) -> KeyConfig:

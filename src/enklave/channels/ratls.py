@@ -44,6 +44,7 @@ from enklave.channels._ratls_evidence import (
     parse_open_enclave,
 )
 from enklave.channels._ratls_settings import RaTlsSettings
+from enklave.channels._verified import QuoteIdentity
 from enklave.errors import (
     BadDataError,
     BindingError,
@@ -178,12 +179,13 @@ def create_attested_certificate(
 
 
 @dataclass(frozen=True, slots=True)
-class VerifiedPeer:
+class VerifiedPeer(QuoteIdentity):
     """A peer certificate whose quote, key binding, signature and validity were all verified and appraised.
 
     ``quote`` is the verified quote (MRENCLAVE, MRSIGNER, TCB status, ...), ``format`` the extension that
     carried it, ``public_key`` the certificate key bound by the evidence, and ``nonce`` the DICE "nonce"
     claim when there was one.
+    ``mr_enclave`` and ``mr_signer`` are the peer enclave's, from ``quote``.
     """
 
     quote: VerifiedQuote
@@ -191,16 +193,6 @@ class VerifiedPeer:
     public_key: ec.EllipticCurvePublicKey
     certificate: x509.Certificate
     nonce: bytes | None = None
-
-    @property
-    def mr_enclave(self) -> bytes:
-        """The peer enclave's MRENCLAVE."""
-        return bytes(self.quote.mr_enclave)
-
-    @property
-    def mr_signer(self) -> bytes:
-        """The peer enclave's MRSIGNER."""
-        return bytes(self.quote.mr_signer)
 
 
 def _load_certificate(cert_der: bytes) -> x509.Certificate:
