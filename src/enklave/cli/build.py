@@ -8,12 +8,12 @@ from pathlib import Path
 import click
 
 from enklave.cli._errors import EXIT_PLATFORM, fail
+from enklave.cli._signing import config_file, signing_key
 from enklave.deploy.gramine import build_sgx, gramine_command
 from enklave.errors import UsageError
 from enklave.platform.mode import MODE_ENV, MODES, resolve_mode
 from enklave.runtime.bundle import sign_bundle, write_bundle
 from enklave.runtime.config import CONFIG_FILENAME, EnclaveConfig
-from enklave.runtime.signing import default_signing_key_path, load_or_create_signing_key, load_signing_key
 
 __all__ = ["build"]
 
@@ -64,10 +64,10 @@ def build(
     and the command fails with the list of missing tools.
     """
     target = _target(mode)
-    config_path = Path(config) / CONFIG_FILENAME if Path(config).is_dir() else Path(config)
+    config_path = config_file(config)
     parsed = EnclaveConfig.load(config_path)
-    key_file = Path(key_path) if key_path else default_signing_key_path(parsed.name)
-    key, generated = (load_signing_key(key_file), False) if key_path else load_or_create_signing_key(key_file)
+    # An empty --key selects the default key, as build has always done.
+    key, key_file, generated = signing_key(key_path or None, parsed.name)
     if generated:
         click.echo(f"generated a new signing key: {key_file}")
     out = Path(out_dir) if out_dir else config_path.parent / "build"

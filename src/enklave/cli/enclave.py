@@ -13,18 +13,13 @@ from typing import Any
 
 import click
 
+from enklave.cli._signing import config_file, signing_key
 from enklave.runtime.bundle import Bundle, load_bundle, sign_bundle, write_bundle
 from enklave.runtime.config import CONFIG_FILENAME, EnclaveConfig
-from enklave.runtime.signing import default_signing_key_path, load_or_create_signing_key, load_signing_key
 
 __all__ = ["info", "sign", "signerid", "uniqueid"]
 
 _BUNDLE = click.Path(dir_okay=False)
-
-
-def _config_path(config: str) -> Path:
-    path = Path(config)
-    return path / CONFIG_FILENAME if path.is_dir() else path
 
 
 @click.command()
@@ -49,15 +44,9 @@ def sign(config: str, key_path: str | None, out_path: str | None, as_json: bool)
     The configuration and the files it lists are laid out as enclave pages and measured into MRENCLAVE; the
     SIGSTRUCT is signed with the key; MRSIGNER is the SHA-256 of the key's modulus. Prints both.
     """
-    config_path = _config_path(config)
+    config_path = config_file(config)
     parsed = EnclaveConfig.load(config_path)
-    generated = False
-    if key_path is not None:
-        key = load_signing_key(key_path)
-        used_key = Path(key_path)
-    else:
-        used_key = default_signing_key_path(parsed.name)
-        key, generated = load_or_create_signing_key(used_key)
+    key, used_key, generated = signing_key(key_path, parsed.name)
     bundle = sign_bundle(config_path, key)
     out = Path(out_path) if out_path else config_path.parent / "build" / f"{bundle.config.name}.enclave"
     write_bundle(bundle, out)
