@@ -56,6 +56,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
@@ -140,15 +141,21 @@ def _digest(settings: dict[str, Any], name: str) -> bytes | None:
         raise BoundaryError(f"setting {name} must be a SHA-256 digest in hex") from exc
 
 
+def _json_object(load: Callable[[Any], Any], data: str | bytes, what: str) -> dict[str, Any]:
+    """``data`` decoded by ``load``, which must give a JSON object; ``what`` names the document in the errors."""
+    try:
+        document = load(data)
+    except ValueError as exc:
+        raise BoundaryError(f"{what} are not JSON") from exc
+    if not isinstance(document, dict):
+        raise BoundaryError(f"{what} must be a JSON object")
+    return document
+
+
 def _measured() -> tuple[str | None, ReleaseChecker | None]:
     """The measured settings: the key broker key name of the HPKE seed (None: the enclave makes its own seed),
     and the checker of the key broker's release quotes (None: no key broker is trusted)."""
-    try:
-        document = loads(enclave.bundle_file(SETTINGS_FILE))
-    except ValueError as exc:
-        raise BoundaryError("the measured settings are not JSON") from exc
-    if not isinstance(document, dict):
-        raise BoundaryError("the measured settings must be a JSON object")
+    document = _json_object(loads, enclave.bundle_file(SETTINGS_FILE), "the measured settings")
     name = document.get("hpke_seed_key")
     if name is not None and not isinstance(name, str):
         raise BoundaryError("the measured hpke_seed_key must be a key name or null")
@@ -167,12 +174,7 @@ def init(
     settings_json: Annotated[str, enclave.MaxSize(64 << 10)],
 ) -> bytes:
     """Unseal (or create) the state and build the repository and the gateway; returns the sealed state."""
-    try:
-        settings = strict_loads(settings_json)
-    except ValueError as exc:
-        raise BoundaryError("the settings are not JSON") from exc
-    if not isinstance(settings, dict):
-        raise BoundaryError("the settings must be a JSON object")
+    settings = _json_object(strict_loads, settings_json, "the settings")
     max_delay = settings.get("max_delay_ms")
     if not isinstance(max_delay, int | float) or isinstance(max_delay, bool):
         raise BoundaryError("setting max_delay_ms must be a number")
