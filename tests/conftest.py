@@ -1,4 +1,5 @@
-"""Shared fixtures: the real and synthetic SGX vectors in tests/assets (see tests/assets/README.md)."""
+"""Shared fixtures: the real and synthetic SGX vectors in tests/assets (see tests/assets/README.md), and a fresh
+ENKLAVE_HOME for each test."""
 
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ INTEL_SAMPLE_INSIDE = datetime(2025, 1, 1, tzinfo=UTC)
 def asset(*parts: str) -> bytes:
     """The bytes of a test asset."""
     return ASSETS.joinpath(*parts).read_bytes()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ENKLAVE_HOME for one test (a module that needs another lifetime defines its own ``home``)."""
+    monkeypatch.setenv("ENKLAVE_HOME", str(tmp_path))
+    return tmp_path
 
 
 @pytest.fixture(scope="session")

@@ -1,21 +1,30 @@
-"""What the service tests share: a module-wide ENKLAVE_HOME and a service app served on 127.0.0.1 by uvicorn.
+"""What the service tests share: a module-wide ENKLAVE_HOME, a service app served on 127.0.0.1 by uvicorn, and
+Starlette's TestClient for serving one in process.
 
-Used by tests/test_attestation_service.py, tests/test_kbs_service.py and tests/test_azure_interop.py.
+Used by tests/test_attestation_service.py, tests/test_kbs_service.py, tests/test_azure_interop.py and the other
+tests of Starlette apps.
 """
 
 from __future__ import annotations
 
 import socket
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.exceptions import StarletteDeprecationWarning  # type: ignore[attr-defined]
 
 from enklave.services._http import serve_in_thread
 
-__all__ = ["enklave_home", "loopback_socket", "serving"]
+with warnings.catch_warnings():
+    # Starlette's TestClient prefers the httpx2 package and warns with httpx, which is what enklave depends on.
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+__all__ = ["TestClient", "enklave_home", "loopback_socket", "serving"]
 
 _START_TIMEOUT = 10.0
 

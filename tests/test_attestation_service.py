@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +21,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from starlette.exceptions import StarletteDeprecationWarning  # type: ignore[attr-defined]
 
 from enklave.attestation._transport import HttpxTransport
 from enklave.attestation.evidence import collateral_request
@@ -51,18 +49,13 @@ from enklave.services.storage import SQLiteStorage, Storage, open_storage
 from enklave.sgx.oe import wrap_quote_legacy
 from enklave.sgx.quote import Quote
 from enklave.sgx.report import ReportBody
-from service_fixtures import enklave_home, serving
+from service_fixtures import TestClient, enklave_home, serving
 
 if TYPE_CHECKING:
     from postgres_server import RunningPostgres
 
 # The session's PostgreSQL server and its per-test databases, shared with tests/test_storage.py.
 pytest_plugins = ["postgres_server"]
-
-with warnings.catch_warnings():
-    # Starlette's TestClient prefers the httpx2 package and warns with httpx, which is what enklave depends on.
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
 
 IDENTITY = ReportBody.build(mr_enclave=b"\x11" * 32, mr_signer=b"\x22" * 32, isv_prod_id=9, isv_svn=4)
 ADMIN = "admin-token-0123456789abcdef"

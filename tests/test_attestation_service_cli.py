@@ -4,20 +4,15 @@ names of the service's modules exist and are documented."""
 from __future__ import annotations
 
 import importlib
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
-from starlette.exceptions import StarletteDeprecationWarning  # type: ignore[attr-defined]
 
 from enklave.cli import main
 from enklave.platform.simulated import provision
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
+from service_fixtures import TestClient
 
 MODULES = [
     "enklave.services.attestation.app",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import httpx
 import pytest
 from starlette.requests import Request
@@ -14,12 +12,7 @@ from enklave.errors import BadDataError, InvalidPolicy, PolicyError, TransportEr
 from enklave.services._client import answer_error, open_http, request_json
 from enklave.services._http import read_body, service_app, version_error
 from enklave.services._response import bearer_token, check_admin
-
-with warnings.catch_warnings():
-    from starlette.exceptions import StarletteDeprecationWarning  # type: ignore[attr-defined]
-
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
+from service_fixtures import TestClient
 
 ADMIN = "shared-admin-token-0123456789"
 

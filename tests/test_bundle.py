@@ -329,6 +329,21 @@ def test_identity_fields_must_match_the_config(
         read_bundle(_with(bundle, sigstruct=resigned.to_bytes())).verify()
 
 
+def _signed_with_entry(key: rsa.RSAPrivateKey, name: str, entry: str, files: dict[str, bytes]) -> Bundle:
+    """A bundle of ``files`` whose configuration names ``entry``, signed by ``key`` over its own measurement."""
+    config_text = f'[enclave]\nname = "{name}"\nentry = "{entry}"\nproduct_id = 7\nsecurity_version = 3\n'
+    config = EnclaveConfig.from_toml(config_text, None)
+    sigstruct = Sigstruct.sign(
+        key,
+        enclave_hash=measure(config, files),
+        isv_prod_id=7,
+        isv_svn=3,
+        attributes=Attributes(int(AttributeFlags.MODE64BIT), 3),
+        date=DATE,
+    )
+    return Bundle(config=config, config_text=config_text, files=files, sigstruct=sigstruct)
+
+
 @pytest.mark.parametrize(
     ("entry", "files"),
     [
@@ -343,17 +358,7 @@ def test_signed_bundle_without_its_entry_does_not_load(
 ) -> None:
     # Signed by its own key over its own measurement: only the missing entry module is wrong. Starting it
     # would import that name from the host's sys.path, outside the measurement.
-    config_text = f'[enclave]\nname = "noentry"\nentry = "{entry}"\nproduct_id = 7\nsecurity_version = 3\n'
-    config = EnclaveConfig.from_toml(config_text, None)
-    sigstruct = Sigstruct.sign(
-        key,
-        enclave_hash=measure(config, files),
-        isv_prod_id=7,
-        isv_svn=3,
-        attributes=Attributes(int(AttributeFlags.MODE64BIT), 3),
-        date=DATE,
-    )
-    signed = Bundle(config=config, config_text=config_text, files=files, sigstruct=sigstruct)
+    signed = _signed_with_entry(key, "noentry", entry, files)
     with pytest.raises(LaunchError, match="entry module"):
         read_bundle(signed.to_bytes()).verify()
 
@@ -369,17 +374,7 @@ def test_signed_bundle_without_its_entry_does_not_load(
 def test_signed_bundle_with_its_entry_loads(
     key: rsa.RSAPrivateKey, entry: str, files: dict[str, bytes]
 ) -> None:
-    config_text = f'[enclave]\nname = "entry"\nentry = "{entry}"\nproduct_id = 7\nsecurity_version = 3\n'
-    config = EnclaveConfig.from_toml(config_text, None)
-    sigstruct = Sigstruct.sign(
-        key,
-        enclave_hash=measure(config, files),
-        isv_prod_id=7,
-        isv_svn=3,
-        attributes=Attributes(int(AttributeFlags.MODE64BIT), 3),
-        date=DATE,
-    )
-    Bundle(config=config, config_text=config_text, files=files, sigstruct=sigstruct).verify()
+    _signed_with_entry(key, "entry", entry, files).verify()
 
 
 def test_exponent_other_than_3_does_not_load(bundle: Bundle) -> None:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from enklave.attestation.policy import EnclavePolicy
+from certificates import simulated_verifier
 from enklave.channels.engine import EngineState, TlsEngine
-from enklave.channels.ratls import AttestedCertificate, PeerVerifier, create_attested_certificate
+from enklave.channels.ratls import AttestedCertificate, create_attested_certificate
 from enklave.errors import BindingError, ChannelError, PolicyError, UsageError
-from enklave.platform.simulated import SimulatedCollateralSource, SimulatedPlatform, simulated_root
+from enklave.platform.simulated import SimulatedPlatform
 from enklave.sgx.report import ReportBody
 
 SERVER_MR = bytes(range(32))
@@ -27,14 +27,6 @@ def certificates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, A
         )
         made[name] = create_attested_certificate(platform, nonce=b"n-" + name.encode())
     return made
-
-
-def _verifier(mr_enclave: bytes) -> PeerVerifier:
-    return PeerVerifier(
-        collateral_source=SimulatedCollateralSource(),
-        policy=EnclavePolicy(mr_enclave=mr_enclave, allow_simulated=True),
-        roots=[simulated_root()],
-    )
 
 
 def _run(server: TlsEngine, client: TlsEngine) -> None:
@@ -55,7 +47,7 @@ def test_server_authenticated_channel_carries_data_both_ways(
     certificates: dict[str, AttestedCertificate],
 ) -> None:
     server = TlsEngine.server(certificates["server"])
-    client = TlsEngine.client(_verifier(SERVER_MR), nonce=b"n-server")
+    client = TlsEngine.client(simulated_verifier(SERVER_MR), nonce=b"n-server")
     _run(server, client)
     assert (
         client.peer is not None and client.peer.mr_enclave == SERVER_MR and client.peer.nonce == b"n-server"
@@ -82,8 +74,10 @@ def test_server_authenticated_channel_carries_data_both_ways(
 
 
 def test_mutual_ra_tls_verifies_both_enclaves(certificates: dict[str, AttestedCertificate]) -> None:
-    server = TlsEngine.server(certificates["server"], verifier=_verifier(CLIENT_MR), nonce=b"n-client")
-    client = TlsEngine.client(_verifier(SERVER_MR), certificate=certificates["client"])
+    server = TlsEngine.server(
+        certificates["server"], verifier=simulated_verifier(CLIENT_MR), nonce=b"n-client"
+    )
+    client = TlsEngine.client(simulated_verifier(SERVER_MR), certificate=certificates["client"])
     _run(server, client)
     assert server.peer is not None and server.peer.mr_enclave == CLIENT_MR
     assert client.peer is not None and client.peer.mr_enclave == SERVER_MR
@@ -92,8 +86,8 @@ def test_mutual_ra_tls_verifies_both_enclaves(certificates: dict[str, AttestedCe
 def test_server_refuses_a_client_of_another_enclave_before_reading_its_data(
     certificates: dict[str, AttestedCertificate],
 ) -> None:
-    server = TlsEngine.server(certificates["server"], verifier=_verifier(SERVER_MR))
-    client = TlsEngine.client(_verifier(SERVER_MR), certificate=certificates["client"])
+    server = TlsEngine.server(certificates["server"], verifier=simulated_verifier(SERVER_MR))
+    client = TlsEngine.client(simulated_verifier(SERVER_MR), certificate=certificates["client"])
     # The client finishes first in TLS 1.3 and may send data at once; the server must not hand it out.
     client.handshake()
     server.receive_records(client.pending_records())
@@ -112,8 +106,8 @@ def test_server_refuses_a_client_of_another_enclave_before_reading_its_data(
 def test_server_requires_a_client_certificate_when_it_has_a_verifier(
     certificates: dict[str, AttestedCertificate],
 ) -> None:
-    server = TlsEngine.server(certificates["server"], verifier=_verifier(CLIENT_MR))
-    client = TlsEngine.client(_verifier(SERVER_MR))
+    server = TlsEngine.server(certificates["server"], verifier=simulated_verifier(CLIENT_MR))
+    client = TlsEngine.client(simulated_verifier(SERVER_MR))
     with pytest.raises(ChannelError, match="certificate"):
         _run(server, client)
 
@@ -122,8 +116,8 @@ def test_client_refuses_another_enclave_and_a_stale_nonce(
     certificates: dict[str, AttestedCertificate],
 ) -> None:
     with pytest.raises(PolicyError):
-        _run(TlsEngine.server(certificates["client"]), TlsEngine.client(_verifier(SERVER_MR)))
-    client = TlsEngine.client(_verifier(SERVER_MR), nonce=b"another nonce")
+        _run(TlsEngine.server(certificates["client"]), TlsEngine.client(simulated_verifier(SERVER_MR)))
+    client = TlsEngine.client(simulated_verifier(SERVER_MR), nonce=b"another nonce")
     with pytest.raises(BindingError):
         _run(TlsEngine.server(certificates["server"]), client)
     assert client.state is EngineState.FAILED
@@ -132,7 +126,7 @@ def test_client_refuses_another_enclave_and_a_stale_nonce(
 
 
 def test_no_application_data_before_the_handshake(certificates: dict[str, AttestedCertificate]) -> None:
-    client = TlsEngine.client(_verifier(SERVER_MR))
+    client = TlsEngine.client(simulated_verifier(SERVER_MR))
     with pytest.raises(ChannelError, match="handshake"):
         client.write(b"too early")
     with pytest.raises(ChannelError, match="handshake"):
@@ -141,7 +135,7 @@ def test_no_application_data_before_the_handshake(certificates: dict[str, Attest
 
 def test_tampered_records_fail_the_connection(certificates: dict[str, AttestedCertificate]) -> None:
     server = TlsEngine.server(certificates["server"])
-    client = TlsEngine.client(_verifier(SERVER_MR))
+    client = TlsEngine.client(simulated_verifier(SERVER_MR))
     _run(server, client)
     client.write(b"x" * 100)
     records = bytearray(client.pending_records())

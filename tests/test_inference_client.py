@@ -26,18 +26,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from certificates import self_signed
 from enklave import _b64url
 from enklave.attestation.evidence import collateral_request
 from enklave.attestation.policy import EnclavePolicy
@@ -76,6 +74,7 @@ from enklave.platform.simulated import SimulatedCollateralSource, SimulatedPlatf
 from enklave.services.kbs.wrapping import unwrap_released_key
 from enklave.sgx.quote import Quote
 from enklave.sgx.report import AttributeFlags, Attributes, ReportBody
+from onnx_models import mlp_model
 from service_fixtures import enklave_home, serving
 
 OWNER = "owner-token-5f1c2e0a9b7d4c31"
@@ -93,32 +92,7 @@ B1 = np.linspace(0.5, -0.5, 8, dtype=np.float32)
 W2 = np.linspace(1.0, -1.0, 8 * 3, dtype=np.float32).reshape(8, 3)
 # A recognizable input: its bytes must never appear in anything the host handles.
 MARKER = np.frombuffer(b"TENSOR-MARK-7c1d" * 6, dtype=np.float32).reshape(6, 4).copy()
-
-
-def mlp_bytes() -> bytes:
-    """x [N, 4] -> relu(x @ W1 + B1) @ W2 = y [N, 3]."""
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "W1"], ["xw"]),
-            helper.make_node("Add", ["xw", "B1"], ["pre"]),
-            helper.make_node("Relu", ["pre"], ["h"]),
-            helper.make_node("MatMul", ["h", "W2"], ["y"]),
-        ],
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
-        [
-            numpy_helper.from_array(W1, "W1"),
-            numpy_helper.from_array(B1, "B1"),
-            numpy_helper.from_array(W2, "W2"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return bytes(model.SerializeToString())
-
-
-MLP = mlp_bytes()
+MLP = mlp_model(W1, B1, W2)  # x [N, 4] -> relu(x @ W1 + B1) @ W2 = y [N, 3]
 
 
 def plain(model: bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -128,13 +102,9 @@ def plain(model: bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
 
 def _signer() -> TokenSigner:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attestation.test")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(1).not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    certificate = self_signed(
+        key, "CN=attestation.test", backdate=timedelta(days=1), validity=timedelta(days=30)
+    )
     return TokenSigner(key, [certificate], issuer=ISSUER, jku=f"{ISSUER}/certs")
 
 

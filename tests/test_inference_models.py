@@ -44,6 +44,7 @@ from enklave.inference.model_format import (
 from enklave.inference.repository import ModelInfo, ModelRepository
 from enklave.inference.runner import ModelRunner, RunnerStats, TensorSpec
 from enklave.services.kbs.wrapping import unwrap_released_key, wrap_released_key
+from onnx_models import model_bytes
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -58,10 +59,7 @@ RESNET_OUTPUT = "gpu_0/softmax_1"
 def _model(
     nodes: list[Any], inputs: list[Any], outputs: list[Any], initializers: Sequence[Any] = ()
 ) -> bytes:
-    graph = helper.make_graph(nodes, "test", inputs, outputs, list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
+    return model_bytes(helper.make_graph(nodes, "test", inputs, outputs, list(initializers)))
 
 
 W1 = np.linspace(-1.0, 1.0, 4 * 8, dtype=np.float32).reshape(4, 8)

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -33,7 +32,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
-from starlette.exceptions import StarletteDeprecationWarning  # type: ignore[attr-defined]
 
 from enklave import _b64url
 from enklave.attestation.collateral import QuoteCollateral
@@ -85,12 +83,9 @@ from enklave.services.storage import SQLiteStorage
 from enklave.sgx.quote import Quote
 from enklave.sgx.report import AttributeFlags, Attributes, ReportBody
 from memory_scan import found_in_snapshot, snapshot_memory
-from service_fixtures import enklave_home, loopback_socket
+from onnx_models import mlp_model, model_bytes
+from service_fixtures import TestClient, enklave_home, loopback_socket
 from service_fixtures import serving as serve_app
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 OWNER = "owner-token-0123456789abcdef"
@@ -111,25 +106,7 @@ def mlp(seed: int = 0) -> bytes:
     rng = np.random.default_rng(seed)
     w1, b1 = rng.standard_normal((4, 8)).astype(np.float32), rng.standard_normal(8).astype(np.float32)
     w2 = rng.standard_normal((8, 3)).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "w1"], ["h0"]),
-            helper.make_node("Add", ["h0", "b1"], ["h1"]),
-            helper.make_node("Relu", ["h1"], ["h2"]),
-            helper.make_node("MatMul", ["h2", "w2"], ["y"]),
-        ],
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
-        [
-            numpy_helper.from_array(w1, "w1"),
-            numpy_helper.from_array(b1, "b1"),
-            numpy_helper.from_array(w2, "w2"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
+    return mlp_model(w1, b1, w2)
 
 
 def resnet_input() -> np.ndarray:
@@ -401,9 +378,7 @@ def wide(seed: int) -> bytes:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])],
         [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
+    return model_bytes(graph)
 
 
 def test_concurrent_requests_are_batched_and_answered_exactly(service: Serving, inner: Inner) -> None:
@@ -967,9 +942,7 @@ def mlp_with(seed: int) -> tuple[bytes, bytes]:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
         [numpy_helper.from_array(w1, "w1")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString(), w1.tobytes()[:64]
+    return model_bytes(graph), w1.tobytes()[:64]
 
 
 def policy_with(mr_enclave: bytes) -> EnclavePolicy:

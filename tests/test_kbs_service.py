@@ -12,7 +12,6 @@ import base64
 import dataclasses
 import hashlib
 import json
-import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,15 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from joserfc.jwk import ECKey, RSAKey
-from starlette.exceptions import StarletteDeprecationWarning  # type: ignore[attr-defined]
 
+from certificates import self_signed
 from enklave.attestation.evidence import collateral_request
 from enklave.attestation.tokens import TokenSigner
 from enklave.attestation.verify import QuoteVerifier
@@ -54,17 +51,13 @@ from enklave.services.kbs.service import (
 from enklave.services.storage import SQLiteStorage, open_storage
 from enklave.sgx.quote import Quote
 from enklave.sgx.report import ReportBody
-from service_fixtures import enklave_home, serving
+from service_fixtures import TestClient, enklave_home, serving
 
 if TYPE_CHECKING:
     from postgres_server import RunningPostgres
 
 # The session's PostgreSQL server and its per-test databases, shared with tests/test_storage.py.
 pytest_plugins = ["postgres_server"]
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
 
 MRENCLAVE = b"\x11" * 32
 IDENTITY = ReportBody.build(mr_enclave=MRENCLAVE, mr_signer=b"\x22" * 32, isv_prod_id=9, isv_svn=4)
@@ -230,18 +223,8 @@ def keys(admin: KbsClient) -> dict[str, dict[str, Any]]:
 
 def _forged(issuer: str, claims: dict[str, Any]) -> str:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forger")])
     now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    certificate = self_signed(key, "CN=forger", now=now, backdate=timedelta(days=1))
     signer = TokenSigner(key, [certificate], issuer=issuer, jku=f"{issuer}/certs")
     unregistered = {
         name: value for name, value in claims.items() if name not in ("iss", "iat", "nbf", "exp", "jti")

@@ -51,12 +51,6 @@ NONCE = b"nonce: 0123456789abcdef"
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("ENKLAVE_HOME", str(tmp_path))
-    return tmp_path
-
-
-@pytest.fixture
 def platform(home: Path) -> SimulatedPlatform:
     return SimulatedPlatform.launch(IDENTITY)
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import cbor2
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from certificates import self_signed
 from enklave.attestation.collateral import TcbStatus
 from enklave.attestation.policy import EnclavePolicy
 from enklave.channels._ratls_evidence import (
@@ -58,12 +59,6 @@ POLICY = EnclavePolicy(mr_enclave=MR_ENCLAVE, isv_prod_id=7, min_isv_svn=3, allo
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("ENKLAVE_HOME", str(tmp_path))
-    return tmp_path
-
-
-@pytest.fixture
 def platform(home: Path) -> SimulatedPlatform:
     return SimulatedPlatform.launch(IDENTITY)
 
@@ -91,20 +86,8 @@ def _self_signed(
     key: ec.EllipticCurvePrivateKey, extensions: list[tuple[x509.ObjectIdentifier, bytes]]
 ) -> bytes:
     """A certificate built by hand, as another RA-TLS implementation would build it."""
-    name = x509.Name.from_rfc4514_string("CN=RATLS,O=GramineDevelopers,C=US")
-    now = datetime.now(UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=1))
-    )
-    for oid, value in extensions:
-        builder = builder.add_extension(x509.UnrecognizedExtension(oid, value), critical=False)
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    certificate = self_signed(key, "CN=RATLS,O=GramineDevelopers,C=US", extensions=extensions)
+    return certificate.public_bytes(serialization.Encoding.DER)
 
 
 def _extension(cert: AttestedCertificate, oid: x509.ObjectIdentifier) -> bytes:

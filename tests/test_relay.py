@@ -28,18 +28,17 @@ from pathlib import Path
 import h11
 import pytest
 
+from certificates import simulated_verifier
 from enklave import host
-from enklave.attestation.policy import EnclavePolicy
 from enklave.channels.engine import EngineState, TlsEngine
 from enklave.channels.ratls import (
     AttestedCertificate,
-    PeerVerifier,
     VerifiedPeer,
     create_attested_certificate,
 )
 from enklave.channels.relay import MAX_FEED, HttpLimits, TlsSessions, serve
 from enklave.errors import BoundaryError, ChannelError, EcallError, UsageError
-from enklave.platform.simulated import SimulatedCollateralSource, SimulatedPlatform, simulated_root
+from enklave.platform.simulated import SimulatedPlatform
 from enklave.runtime.bundle import Bundle, sign_bundle, write_bundle
 from enklave.runtime.signing import load_signing_key
 from enklave.sgx.report import ReportBody
@@ -113,14 +112,6 @@ def certificates(home: Path) -> dict[str, AttestedCertificate]:
         )
         made[name] = create_attested_certificate(platform)
     return made
-
-
-def _verifier(mr_enclave: bytes) -> PeerVerifier:
-    return PeerVerifier(
-        collateral_source=SimulatedCollateralSource(),
-        policy=EnclavePolicy(mr_enclave=mr_enclave, allow_simulated=True),
-        roots=[simulated_root()],
-    )
 
 
 def _sign(source: Path, name: str) -> tuple[Path, Bundle]:
@@ -222,7 +213,7 @@ def _http_session(
 ) -> tuple[TlsSessions, int, TlsEngine, Callable[[bytes], bytes]]:
     sessions = TlsSessions.http(_echo_app, certificate=certificates["server"], limits=limits)
     session = sessions.open()
-    client = TlsEngine.client(_verifier(SERVER_MR))
+    client = TlsEngine.client(simulated_verifier(SERVER_MR))
 
     def feed(records: bytes) -> bytes:
         return sessions.feed(session, records)
@@ -319,9 +310,11 @@ def test_stream_handlers_and_mutual_ra_tls(certificates: dict[str, AttestedCerti
         handlers.append(_Upper(peer))
         return handlers[-1]
 
-    sessions = TlsSessions(factory, certificate=certificates["server"], verifier=_verifier(CLIENT_MR))
+    sessions = TlsSessions(
+        factory, certificate=certificates["server"], verifier=simulated_verifier(CLIENT_MR)
+    )
     session = sessions.open()
-    client = TlsEngine.client(_verifier(SERVER_MR), certificate=certificates["client"])
+    client = TlsEngine.client(simulated_verifier(SERVER_MR), certificate=certificates["client"])
     _connect(lambda records: sessions.feed(session, records), client)
     assert _exchange(lambda records: sessions.feed(session, records), client, b"hello ") == b"HELLO "
     assert handlers[0].peer is not None and handlers[0].peer.mr_enclave == CLIENT_MR
@@ -330,7 +323,7 @@ def test_stream_handlers_and_mutual_ra_tls(certificates: dict[str, AttestedCerti
 
     # A client without a certificate is refused before any handler exists; close() gives the alert.
     session = sessions.open()
-    anonymous = TlsEngine.client(_verifier(SERVER_MR))
+    anonymous = TlsEngine.client(simulated_verifier(SERVER_MR))
     anonymous.handshake()
     anonymous.receive_records(sessions.feed(session, anonymous.pending_records()))
     anonymous.handshake()
@@ -410,7 +403,7 @@ def test_the_example_serves_https_from_the_enclave_to_a_stdlib_client(home: Path
         assert response.getheader("x-echo-method") == "POST"
         assert response.getheader("x-echo-target") == "/some/path"
         # The certificate the stdlib client got verifies as the example enclave, by the bundle's MRENCLAVE.
-        peer = _verifier(bytes(bundle.mr_enclave)).verify(certificate)
+        peer = simulated_verifier(bytes(bundle.mr_enclave)).verify(certificate)
         assert peer.mr_enclave == bytes(bundle.mr_enclave) and peer.quote.simulated
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=DEADLINE)
@@ -540,7 +533,7 @@ def test_the_host_process_never_holds_the_plaintext_or_the_private_key(
 
 def _enclave_session(enclave: host.Enclave) -> tuple[int, TlsEngine]:
     session = enclave.ecall.tls_open()
-    client = TlsEngine.client(_verifier(bytes(enclave.info.mr_enclave)))
+    client = TlsEngine.client(simulated_verifier(bytes(enclave.info.mr_enclave)))
     _connect(lambda records: enclave.ecall.tls_feed(session, records), client)
     return session, client
 
@@ -594,7 +587,7 @@ def test_clients_that_leave_mid_handshake_or_speak_plain_http_are_dropped(
     proof: tuple[host.Enclave, Bundle], relay: int
 ) -> None:
     enclave, _ = proof
-    hello = TlsEngine.client(_verifier(bytes(enclave.info.mr_enclave)))
+    hello = TlsEngine.client(simulated_verifier(bytes(enclave.info.mr_enclave)))
     hello.handshake()
     client_hello = hello.pending_records()
     with socket.create_connection(("127.0.0.1", relay), timeout=DEADLINE) as sock:

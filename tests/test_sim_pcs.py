@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +18,6 @@ import httpx
 import pytest
 import uvicorn
 from cryptography import x509
-from starlette.exceptions import StarletteDeprecationWarning
 
 from enklave.attestation.collateral import QeIdentity, TcbInfo, parse_pem_chain
 from enklave.attestation.evidence import collateral_request
@@ -30,22 +28,11 @@ from enklave.platform.simulated import SimulatedPlatform, platform_info, read_co
 from enklave.platform.simulated.pcs import API_PREFIX, create_pcs_app
 from enklave.sgx.quote import Quote
 from enklave.sgx.report import ReportBody
-
-with warnings.catch_warnings():
-    # Starlette's TestClient prefers the httpx2 package and warns with httpx, which is what enklave depends on
-    # (and what HttpxTransport wraps: the TestClient is an httpx.Client).
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
+from service_fixtures import TestClient  # an httpx.Client, which HttpxTransport can wrap
 
 IDENTITY = ReportBody.build(mr_enclave=b"\x11" * 32, mr_signer=b"\x22" * 32, isv_prod_id=1, isv_svn=1)
 NONCE = b"pcs test nonce"
 T0 = datetime(2025, 5, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("ENKLAVE_HOME", str(tmp_path))
-    return tmp_path
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import struct
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from certificates import self_signed
 from enklave.attestation.policy import EnclavePolicy
 from enklave.channels.ratls import (
     DICE_EVIDENCE_OID,
@@ -177,16 +177,27 @@ def ssl_echo(context: ssl.SSLContext) -> Callable[[socket.socket, Server], None]
     return handler
 
 
-def engine_echo(
-    certificate: AttestedCertificate, verifier: PeerVerifier | None
+def _attested(
+    certificate: AttestedCertificate,
+    verifier: PeerVerifier | None,
+    serve: Callable[[Callable[[int], bytes], Callable[[bytes], None], Server], None],
 ) -> Callable[[socket.socket, Server], None]:
+    """A handler that accepts RA-TLS (mutual when ``verifier`` is given), records an attested client's MRENCLAVE
+    and then runs ``serve(recv, sendall, server)`` on the connection."""
+
     def handler(conn: socket.socket, server: Server) -> None:
         with accept(conn, certificate, verifier, timeout=TIMEOUT) as attested:
             if attested.attested:
                 server.peers.append(attested.peer.mr_enclave)
-            _pump(attested.recv, attested.sendall, server)
+            serve(attested.recv, attested.sendall, server)
 
     return handler
+
+
+def engine_echo(
+    certificate: AttestedCertificate, verifier: PeerVerifier | None
+) -> Callable[[socket.socket, Server], None]:
+    return _attested(certificate, verifier, _pump)
 
 
 def _echo_round_trip(connection: AttestedConnection, message: bytes = b"ping " * 1000) -> None:
@@ -308,20 +319,10 @@ def test_nothing_listening_is_a_channel_error(home: Path) -> None:
 def _self_signed(
     key: ec.EllipticCurvePrivateKey, extensions: tuple[tuple[x509.ObjectIdentifier, bytes], ...] = ()
 ) -> AttestedCertificate:
-    name = x509.Name.from_rfc4514_string("CN=attacker")
-    now = datetime.now(UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=1))
+    certificate = self_signed(
+        key, "CN=attacker", serial_number=x509.random_serial_number(), extensions=extensions
     )
-    for oid, value in extensions:
-        builder = builder.add_extension(x509.UnrecognizedExtension(oid, value), critical=False)
-    return AttestedCertificate(key, builder.sign(key, hashes.SHA256()))
+    return AttestedCertificate(key, certificate)
 
 
 def relay(context: ssl.SSLContext, upstream: tuple[str, int]) -> Callable[[socket.socket, Server], None]:
@@ -664,34 +665,27 @@ RESPONSE = (
 )
 
 
+def _answer_one_request(read: Callable[[int], bytes], write: Callable[[bytes], None], server: Server) -> None:
+    """Read an HTTP/1.1 request's head into ``server.received`` and answer it with RESPONSE."""
+    while b"\r\n\r\n" not in server.received:
+        data = read(65536)
+        if not data:
+            return
+        server.received += data
+    write(RESPONSE)
+
+
 def http_responder(
     certificate: AttestedCertificate, verifier: PeerVerifier | None
 ) -> Callable[[socket.socket, Server], None]:
     """Answers one HTTP/1.1 request over RA-TLS (mutual when ``verifier`` is given)."""
-
-    def handler(conn: socket.socket, server: Server) -> None:
-        with accept(conn, certificate, verifier, timeout=TIMEOUT) as attested:
-            if attested.attested:
-                server.peers.append(attested.peer.mr_enclave)
-            while b"\r\n\r\n" not in server.received:
-                data = attested.recv()
-                if not data:
-                    return
-                server.received += data
-            attested.sendall(RESPONSE)
-
-    return handler
+    return _attested(certificate, verifier, _answer_one_request)
 
 
 def http_responder_ssl(context: ssl.SSLContext) -> Callable[[socket.socket, Server], None]:
     def handler(conn: socket.socket, server: Server) -> None:
         with context.wrap_socket(conn, server_side=True) as tls:
-            while b"\r\n\r\n" not in server.received:
-                data = tls.recv(65536)
-                if not data:
-                    return
-                server.received += data
-            tls.sendall(RESPONSE)
+            _answer_one_request(tls.recv, tls.sendall, server)
 
     return handler
 

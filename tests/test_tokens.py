@@ -14,10 +14,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from certificates import self_signed
 from conftest import REAL_INSIDE
 from enklave.attestation import EnclavePolicy, QuoteCollateral, verify_quote
 from enklave.attestation._transport import HttpResponse, MockTransport
@@ -55,16 +55,8 @@ def _b64url(data: bytes) -> str:
 
 def _key_and_certificate(bits: int = 2048) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attest.example.test")])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(NOW + timedelta(days=365))
-        .sign(key, hashes.SHA256())
+    certificate = self_signed(
+        key, "CN=attest.example.test", now=NOW, backdate=timedelta(days=1), validity=timedelta(days=365)
     )
     return key, certificate
 
@@ -377,12 +369,7 @@ def test_malformed_tokens(signer: TokenSigner, token: str, message: str) -> None
 
 def test_missing_or_bad_exp_is_malformed(signer: TokenSigner) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "k")])
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(2).not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    certificate = self_signed(key, "CN=k", now=NOW, backdate=timedelta(days=1), serial_number=2)
     own = TokenSigner(key, [certificate], issuer=ISSUER, jku=JKU)
     verifier = _verifier(own)
     for claims in ({"iss": ISSUER}, {"iss": ISSUER, "exp": "soon"}, {"iss": ISSUER, "exp": True}):
