@@ -38,18 +38,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-# A sibling module: Python puts the directory of the script it runs first on sys.path.
+# Sibling modules: Python puts the directory of the script it runs first on sys.path.
+from _harness import self_signed
 from _proc import process_cpu
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from enklave.attestation.evidence import collateral_request
 from enklave.attestation.tokens import StaticJwksSource, TokenSigner, TokenVerifier, sgx_claims
@@ -91,18 +89,7 @@ def request_body(quote: bytes, runtime: bytes) -> bytes:
 
 def _signer() -> TokenSigner:
     key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "benchmark token signing")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    certificate = self_signed(key, "benchmark token signing")
     return TokenSigner(key, [certificate], issuer=ISSUER, jku=f"{ISSUER}/certs")
 
 

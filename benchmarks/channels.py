@@ -20,11 +20,9 @@ Usage: python benchmarks/channels.py [--seconds 12] [--rounds 5] [--bulk-mib 64]
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import shutil
 import socket
 import ssl
 import statistics
@@ -34,11 +32,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+# A sibling module: Python puts the directory of the script it runs first on sys.path.
+from _harness import alternating_arguments, self_signed, signed_copy
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -50,8 +47,6 @@ from enklave.channels.ratls import AttestedCertificate, PeerVerifier, create_att
 from enklave.channels.relay import serve
 from enklave.channels.tls import connect, server_context
 from enklave.platform.simulated import SimulatedCollateralSource, SimulatedPlatform, simulated_root
-from enklave.runtime.bundle import sign_bundle, write_bundle
-from enklave.runtime.signing import generate_signing_key
 from enklave.sgx.report import ReportBody
 
 IDENTITY = ReportBody.build(mr_enclave=b"\x33" * 32, mr_signer=b"\x44" * 32, isv_prod_id=1, isv_svn=1)
@@ -91,18 +86,7 @@ def alternate(
 def plain_server_context() -> ssl.SSLContext:
     """A self-signed P-256 certificate with the options ``server_context`` uses, loaded from a temporary file."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name.from_rfc4514_string("CN=plain TLS baseline")
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    certificate = self_signed(key, "plain TLS baseline")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_3
     context.num_tickets = 0
@@ -251,10 +235,7 @@ def send_bulk(address: tuple[str, int], payload: bytes) -> Callable[[], None]:
 
 def measure_relay(bulk_mib: int, seconds: float, rounds: int, home: Path) -> dict[str, float]:
     payload = os.urandom(bulk_mib << 20)
-    source = home.parent / "tls_sink"
-    shutil.copytree(SINK_ENCLAVE, source)
-    bundle_path = source / "tls_sink.enclave"
-    write_bundle(sign_bundle(source / "enklave.toml", generate_signing_key()), bundle_path)
+    bundle_path = signed_copy(SINK_ENCLAVE, home.parent)
     direct_context = server_context(create_attested_certificate(SimulatedPlatform.launch(IDENTITY)))
     with (
         tls_server(direct_context, count) as direct_address,
@@ -319,11 +300,8 @@ def measure_hpke(seconds: float, rounds: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=12.0, help="time per measurement, over all rounds")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
+    parser = alternating_arguments(__doc__, seconds=12.0, rounds=5)
     parser.add_argument("--bulk-mib", type=int, default=64, help="MiB sent per connection in the relay test")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="enklave-bench-") as tmp:

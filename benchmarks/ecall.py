@@ -12,11 +12,9 @@ Usage: python benchmarks/ecall.py [--seconds 7] [--rounds 7] [--json]
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import shutil
 import socket
 import statistics
 import struct
@@ -27,9 +25,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# A sibling module: Python puts the directory of the script it runs first on sys.path.
+from _harness import alternating_arguments, signed_copy
+
 from enklave import host
-from enklave.runtime.bundle import sign_bundle, write_bundle
-from enklave.runtime.signing import generate_signing_key
 
 ENCLAVE = Path(__file__).resolve().parent / "enclaves" / "bench"
 SMALL = b"0123456789abcdef"
@@ -111,17 +110,10 @@ def rate(function: Callable[[], object], seconds: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=7.0, help="time per measurement, over all rounds")
-    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds; medians are reported")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    options = parser.parse_args()
+    options = alternating_arguments(__doc__, seconds=7.0, rounds=7).parse_args()
 
     with tempfile.TemporaryDirectory(prefix="enklave-bench-") as tmp:
-        source = Path(tmp) / "bench"
-        shutil.copytree(ENCLAVE, source)
-        bundle_path = source / "bench.enclave"
-        write_bundle(sign_bundle(source / "enklave.toml", generate_signing_key()), bundle_path)
+        bundle_path = signed_copy(ENCLAVE, Path(tmp))
 
         # Alternate short rounds of both, and keep each one's median: other load on the machine then hits both
         # sides alike instead of whichever ran during it.
