@@ -25,12 +25,12 @@ import abc
 import hashlib
 import hmac
 import logging
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from enklave.attestation import _policy_options as options
 from enklave.attestation.collateral import TcbStatus
 from enklave.errors import PolicyError, UsageError
 
@@ -49,12 +49,6 @@ __all__ = [
 
 _log = logging.getLogger("enklave.attestation.policy")
 
-_MEASUREMENT_SIZE = 32
-_REPORT_DATA_SIZE = 64
-_U16_MAX = 0xFFFF
-_MEASUREMENT_HEX = re.compile(r"[0-9a-fA-F]{64}")
-_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
-_ADVISORY_ID = re.compile(r"\S+")
 
 DEFAULT_ACCEPTED_TCB_STATUSES: frozenset[TcbStatus] = frozenset(
     {TcbStatus.UP_TO_DATE, TcbStatus.SW_HARDENING_NEEDED}
@@ -190,19 +184,19 @@ class EnclavePolicy(Policy):
         modes = [report_data, report_data_prefix, report_data_binds]
         if sum(mode is not None for mode in modes) > 1:
             raise UsageError("give at most one of report_data, report_data_prefix and report_data_binds")
-        binds = _optional_bytes(report_data_binds, "report_data_binds")
+        binds = options.optional_bytes(report_data_binds, "report_data_binds")
         values: dict[str, object] = {
-            "mr_enclave": _measurements(mr_enclave, "mr_enclave"),
-            "mr_signer": _measurements(mr_signer, "mr_signer"),
-            "isv_prod_id": _optional_u16(isv_prod_id, "isv_prod_id"),
-            "min_isv_svn": _optional_u16(min_isv_svn, "min_isv_svn"),
-            "allow_debug": _flag(allow_debug, "allow_debug"),
-            "accepted_tcb_statuses": _tcb_statuses(accepted_tcb_statuses),
-            "rejected_advisory_ids": _advisory_ids(rejected_advisory_ids),
-            "report_data": _exact_report_data(report_data),
-            "report_data_prefix": _report_data_prefix(report_data_prefix),
+            "mr_enclave": options.measurements(mr_enclave, "mr_enclave"),
+            "mr_signer": options.measurements(mr_signer, "mr_signer"),
+            "isv_prod_id": options.optional_u16(isv_prod_id, "isv_prod_id"),
+            "min_isv_svn": options.optional_u16(min_isv_svn, "min_isv_svn"),
+            "allow_debug": options.flag(allow_debug, "allow_debug"),
+            "accepted_tcb_statuses": options.tcb_statuses(accepted_tcb_statuses),
+            "rejected_advisory_ids": options.advisory_ids(rejected_advisory_ids),
+            "report_data": options.exact_report_data(report_data),
+            "report_data_prefix": options.report_data_prefix(report_data_prefix),
             "report_data_binds": binds,
-            "allow_simulated": _flag(allow_simulated, "allow_simulated"),
+            "allow_simulated": options.flag(allow_simulated, "allow_simulated"),
             "_binds_digest": None if binds is None else hashlib.sha256(binds).digest(),
         }
         for name, value in values.items():
@@ -314,7 +308,7 @@ class EnclavePolicy(Policy):
         kwargs: dict[str, Any] = dict(mapping)
         for key in ("report_data", "report_data_prefix", "report_data_binds"):
             if key in kwargs and kwargs[key] is not None:
-                kwargs[key] = _parse_hex(kwargs[key], key)
+                kwargs[key] = options.parse_hex(kwargs[key], key)
         return cls(**kwargs)
 
     def to_mapping(self) -> dict[str, Any]:
@@ -546,130 +540,3 @@ def _describe_measurements(values: tuple[bytes, ...] | None) -> str:
 def _ordered_statuses(statuses: frozenset[TcbStatus]) -> tuple[str, ...]:
     # The order of the enum (best to worst) reads better than an alphabetical one.
     return tuple(member.value for member in TcbStatus if member in statuses)
-
-
-def _as_bytes(value: object) -> bytes | None:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    return None
-
-
-def _measurement(value: object, name: str) -> bytes:
-    if isinstance(value, str):
-        if not _MEASUREMENT_HEX.fullmatch(value):
-            raise UsageError(f"{name} must be 64 hex characters, got {value!r}")
-        return bytes.fromhex(value)
-    raw = _as_bytes(value)
-    if raw is not None:
-        if len(raw) != _MEASUREMENT_SIZE:
-            raise UsageError(f"{name} must be {_MEASUREMENT_SIZE} bytes, got {len(raw)}")
-        return raw
-    raise UsageError(f"{name} must be a hex string or bytes, got {type(value).__name__}")
-
-
-def _measurements(value: object, name: str) -> tuple[bytes, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, str | bytes | bytearray | memoryview):
-        return (_measurement(value, name),)
-    if not isinstance(value, Iterable):
-        raise UsageError(
-            f"{name} must be a hex string, bytes or an iterable of them, got {type(value).__name__}"
-        )
-    values = sorted({_measurement(item, name) for item in value})
-    if not values:
-        raise UsageError(f"{name} must name at least one value; leave it unset to accept any")
-    return tuple(values)
-
-
-def _optional_u16(value: object, name: str) -> int | None:
-    if value is None:
-        return None
-    # bool is an int in Python, but True is never a meaningful product id or version.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(f"{name} must be an integer, got {type(value).__name__}")
-    if not 0 <= value <= _U16_MAX:
-        raise UsageError(f"{name} must be in 0..{_U16_MAX}, got {value}")
-    return value
-
-
-def _flag(value: object, name: str) -> bool:
-    # Only real booleans: a string such as "false" from a configuration file must not read as True.
-    if not isinstance(value, bool):
-        raise UsageError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def _one_or_many(value: object, name: str, what: str) -> Iterable[object]:
-    # A single string stands for itself, not for the iterable of its characters.
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, Iterable):
-        return value
-    raise UsageError(f"{name} must be an iterable of {what}, got {type(value).__name__}")
-
-
-def _tcb_statuses(value: object) -> frozenset[TcbStatus]:
-    statuses: set[TcbStatus] = set()
-    for item in _one_or_many(value, "accepted_tcb_statuses", "TCB statuses"):
-        if not isinstance(item, str):
-            raise UsageError(
-                f"a TCB status must be a TcbStatus or its string value, got {type(item).__name__}"
-            )
-        try:
-            status = TcbStatus(item)
-        except ValueError:
-            known = ", ".join(member.value for member in TcbStatus)
-            raise UsageError(f"unknown TCB status {item!r}; known statuses: {known}") from None
-        # The verifier rejects a Revoked TCB outright; a policy that claims to accept it is a mistake.
-        if status is TcbStatus.REVOKED:
-            raise UsageError("a policy cannot accept the Revoked TCB status")
-        statuses.add(status)
-    if not statuses:
-        raise UsageError("accepted_tcb_statuses must name at least one TCB status")
-    return frozenset(statuses)
-
-
-def _advisory_ids(value: object) -> tuple[str, ...]:
-    ids: set[str] = set()
-    for item in _one_or_many(value, "rejected_advisory_ids", "strings"):
-        # A stray space or lower-case letter must not make an advisory silently never match.
-        if not isinstance(item, str) or not _ADVISORY_ID.fullmatch(item):
-            raise UsageError(f"an advisory id must be a non-empty string without spaces, got {item!r}")
-        ids.add(item.upper())
-    return tuple(sorted(ids))
-
-
-def _optional_bytes(value: object, name: str) -> bytes | None:
-    if value is None:
-        return None
-    raw = _as_bytes(value)
-    if raw is None:
-        raise UsageError(f"{name} must be bytes, got {type(value).__name__}")
-    return raw
-
-
-def _exact_report_data(value: object) -> bytes | None:
-    raw = _optional_bytes(value, "report_data")
-    if raw is None:
-        return None
-    if len(raw) > _REPORT_DATA_SIZE:
-        raise UsageError(f"report_data must be at most {_REPORT_DATA_SIZE} bytes, got {len(raw)}")
-    # SGX zero-pads report data that an enclave passes shorter than 64 bytes; so do we.
-    return raw.ljust(_REPORT_DATA_SIZE, b"\0")
-
-
-def _report_data_prefix(value: object) -> bytes | None:
-    raw = _optional_bytes(value, "report_data_prefix")
-    if raw is None:
-        return None
-    # An empty prefix would match everything, which is surely not what the caller meant.
-    if not 1 <= len(raw) <= _REPORT_DATA_SIZE:
-        raise UsageError(f"report_data_prefix must be 1..{_REPORT_DATA_SIZE} bytes, got {len(raw)}")
-    return raw
-
-
-def _parse_hex(value: object, name: str) -> bytes:
-    if not isinstance(value, str) or not _HEX.fullmatch(value):
-        raise UsageError(f"{name} must be a hex string with an even number of digits, got {value!r}")
-    return bytes.fromhex(value)
