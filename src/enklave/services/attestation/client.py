@@ -178,8 +178,10 @@ class AttestationClient(ServiceClient):
         """``POST /attest/SgxEnclave``: the token for ``quote`` (unverified; see the module docstring).
 
         ``runtime_data`` (bytes, sent as Binary) or ``runtime_json`` (an object, sent as JSON) is what the
-        enclave bound: its SHA-256 must be the first half of the quote's report data. A ``draft_policy`` is
-        evaluated instead of the stored one and the token is unsigned.
+        enclave bound: the SHA-256 of the bytes sent must be the first half of the quote's report data. An object
+        is sent as compact UTF-8 JSON, keys in the order given (``json.dumps(obj, separators=(",", ":"))``), so
+        the enclave hashes exactly that encoding. A ``draft_policy`` is evaluated instead of the stored one and
+        the token is unsigned.
         """
         return self._attest(
             "SgxEnclave", "quote", quote, runtime_data, runtime_json, init_time_data, init_time_json, nonce,
