@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from conftest import ASSETS
 from enklave.cli import main
-from enklave.cli._errors import EXIT_BAD_INPUT, EXIT_IO, EXIT_OK, EXIT_USAGE, EXIT_VERIFICATION
+from enklave.cli._errors import EXIT_BAD_INPUT, EXIT_IO, EXIT_OK, EXIT_USAGE, EXIT_VERIFICATION, run_guarded
+from enklave.errors import CertificateChainError, UntrustedRootError
+from enklave.platform.simulated.pki import ROOT_CA_NAME as SIMULATED_ROOT_CA_NAME
 
 REAL = ASSETS / "phala-dcap-qvl"
 QUOTE = str(REAL / "sgx_quote")
@@ -190,3 +193,24 @@ def test_verify_report_data_binding(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, *base, "--report-data", b"Hello, world!".hex())[0] == EXIT_OK
     code, _, err = run(capsys, *base, "--report-data", b"Hello, world?".hex())
     assert code == EXIT_VERIFICATION and "report_data" in err
+
+
+@pytest.mark.parametrize(
+    ("error", "hinted"),
+    [
+        (UntrustedRootError(f"chain ends in an untrusted root (CN={SIMULATED_ROOT_CA_NAME})"), True),
+        (UntrustedRootError("chain ends in an untrusted root (CN=Some Other Root)"), False),
+        (CertificateChainError(f"not issued by CN={SIMULATED_ROOT_CA_NAME}"), False),
+    ],
+)
+def test_evidence_from_the_simulated_platform_is_refused_with_the_option_that_trusts_it(
+    error: Exception, hinted: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    @click.command()
+    def command() -> None:
+        raise error
+
+    assert run_guarded(command, []) == EXIT_VERIFICATION
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(error) in err
+    assert ("--allow-simulated" in err) is hinted

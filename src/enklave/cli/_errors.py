@@ -12,9 +12,11 @@ from enklave.errors import (
     EnklaveError,
     PlatformError,
     TransportError,
+    UntrustedRootError,
     UsageError,
     VerificationError,
 )
+from enklave.platform.simulated.pki import ROOT_CA_NAME as _SIMULATED_ROOT_CA_NAME
 
 EXIT_OK: Final = 0
 EXIT_VERIFICATION: Final = 1
@@ -24,6 +26,7 @@ EXIT_IO: Final = 4
 EXIT_PLATFORM: Final = 5
 EXIT_ENCLAVE: Final = 6
 EXIT_INTERNAL: Final = 70
+EXIT_INTERRUPTED: Final = 130
 
 EXIT_CODES: Final = {
     EXIT_OK: "success: the evidence verified and the policy accepted it",
@@ -34,6 +37,7 @@ EXIT_CODES: Final = {
     EXIT_PLATFORM: "platform unavailable: no SGX device or Gramine, or the simulated platform is not set up",
     EXIT_ENCLAVE: "the enclave failed: it raised, timed out or its process died",
     EXIT_INTERNAL: "internal error (a bug: please report it)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
 EXIT_CODES_HELP: Final = "\b\nExit codes:\n" + "\n".join(
@@ -63,13 +67,26 @@ def fail(message: str) -> None:
     click.echo(f"enklave: error: {message}", err=True)
 
 
+def hint(error: EnklaveError) -> str:
+    """What to add to the message of ``error`` to say how to get past it, or an empty string."""
+    # Evidence from the simulated platform is refused unless the command is told to trust it; a newcomer trying
+    # the simulation would otherwise not know which option that is.
+    if isinstance(error, UntrustedRootError) and _SIMULATED_ROOT_CA_NAME in str(error):
+        return (
+            " (this evidence comes from enklave's simulated platform, trusted only with --allow-simulated,"
+            " or --simulated for 'enklave quote verify'; for development only)"
+        )
+    return ""
+
+
 def run_guarded(command: click.Command, argv: list[str] | None) -> int:
     """Run a click command; map every error to one line and an exit code."""
     try:
         result = command.main(args=argv, prog_name="enklave", standalone_mode=False)
     except click.exceptions.Abort:
+        # Ctrl-C (or end of input at a prompt): 128 + SIGINT, as shells report an interrupted command.
         fail("aborted")
-        return EXIT_USAGE
+        return EXIT_INTERRUPTED
     except click.UsageError as exc:
         # One line, like every other error; the command's --help has the details.
         where = exc.ctx.command_path if exc.ctx is not None else "enklave"
@@ -81,7 +98,7 @@ def run_guarded(command: click.Command, argv: list[str] | None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except EnklaveError as exc:
-        fail(str(exc))
+        fail(str(exc) + hint(exc))
         return exit_code_for(exc)
     except OSError as exc:
         fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))

@@ -13,7 +13,7 @@ from enklave.attestation.policy import EnclavePolicy
 from enklave.attestation.trust import TrustedRoot, intel_sgx_root
 from enklave.attestation.verified import VerifiedQuote
 from enklave.attestation.verify import verify_quote
-from enklave.cli._errors import EXIT_VERIFICATION, fail
+from enklave.cli._errors import EXIT_VERIFICATION, fail, hint
 from enklave.cli._io import decode_evidence, parse_time, read_file
 from enklave.errors import PolicyError, UsageError, VerificationError
 from enklave.platform.simulated import SimulatedCollateralSource, simulated_root
@@ -189,7 +189,7 @@ def verify(
                 result["quote"] = verified.to_dict()
             click.echo(json.dumps(result, indent=2))
         else:
-            fail(f"{stage} failed: {exc}")
+            fail(f"{stage} failed: {exc}{hint(exc)}")
         ctx.exit(EXIT_VERIFICATION)
     if verified is None:  # pragma: no cover - verify_quote raises or returns
         ctx.exit(EXIT_VERIFICATION)
