@@ -25,7 +25,7 @@ import pytest
 
 from enklave.cli import _demo_inference, main
 from enklave.cli._demo_inference import MODEL_FILE, SEED_KEY, InferenceDemoResult, demo_input
-from enklave.cli._errors import EXIT_OK, EXIT_USAGE, EXIT_VERIFICATION
+from enklave.cli._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_VERIFICATION
 from enklave.errors import VerificationError
 from enklave.inference._enclave_handle import sign_inference_enclave
 from enklave.runtime.bundle import load_bundle
@@ -133,7 +133,7 @@ def test_demo_json_summary(outcome: dict[str, Any], home: Path) -> None:
     enclave = view["enclave"]
     # The client pinned the MRENCLAVE of the packaged inference enclave, computed again here from its code.
     # The key broker's identity is measured too: the demo reports the one it pinned.
-    kbs_policy = view["hpke_seed"]["kbs_policy"]
+    kbs_policy = view["hpke_seed"]["trusted_key_broker"]
     assert len(bytes.fromhex(kbs_policy["mr_signer"])) == 32 and kbs_policy["isv_prod_id"] == 2
     bundle = sign_inference_enclave(
         home / "measure", SEED_KEY, kbs_policy=kbs_policy, kbs_allow_simulated=True
@@ -252,7 +252,7 @@ def test_ctrl_c_stops_everything(home: Path) -> None:
             process.kill()
             process.wait()
     assert len(started) >= 2, err
-    assert process.returncode == EXIT_USAGE
+    assert process.returncode == EXIT_INTERRUPTED
     assert err.strip().splitlines() == ["enklave: error: aborted"]
     assert "inference service started" not in out
     assert alive(started) == set()

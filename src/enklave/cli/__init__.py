@@ -38,7 +38,8 @@ __all__ = ["EXIT_CODES", "cli", "main"]
 def cli(verbose: int) -> None:
     """enklave: enclave-aware applications on Intel SGX.
 
-    Read and verify SGX DCAP evidence, fetch collateral, and (in later releases) build, sign and run enclaves.
+    Create, build, sign and run enclave-aware apps (on SGX through Gramine, or simulated); read and verify SGX
+    DCAP evidence and fetch collateral; serve the attestation service, the key broker and confidential inference.
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
