@@ -149,7 +149,9 @@ class InferenceDemoResult:
             "hpke_seed": {
                 "kbs_key": SEED_KEY,
                 "release": dict(self.seed_release),
-                "kbs_policy": None if self.kbs_policy is None else dict(self.kbs_policy),
+                # Not the key's release policy: the key broker identity the inference enclave measured and accepts
+                # released keys from (its MRSIGNER and product id 2).
+                "trusted_key_broker": None if self.kbs_policy is None else dict(self.kbs_policy),
             },
             "model": {
                 "name": MODEL_NAME,

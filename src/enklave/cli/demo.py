@@ -150,6 +150,10 @@ def _print_inference(result: InferenceDemoResult, total: float) -> None:
         f"simulated: {'yes' if who.simulated else 'no'}, debug: {'yes' if who.debug else 'no'}"
     )
     click.echo(
+        "     (both differ from run to run: the demo signs with a key made for the run, and MRENCLAVE measures"
+        " the key broker the enclave trusts, also made for the run)"
+    )
+    click.echo(
         "   HPKE seed               released by the key broker to that MRENCLAVE, on the attestation "
         "service's token"
     )
