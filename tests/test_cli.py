@@ -83,6 +83,21 @@ def test_quote_show_reads_every_encoding(
     assert json.loads(out)["mrenclave"] == MRENCLAVE
 
 
+def test_text_that_decodes_to_no_evidence_says_it_was_decoded(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # The bytes the message quotes are the decoded ones, not the file's: without saying so, they would puzzle.
+    path = tmp_path / "notes.txt"
+    path.write_text("helloworldthisisnotaquote000\n")
+    code, _, err = run(capsys, "quote", "show", str(path))
+    assert code == EXIT_BAD_INPUT
+    assert f"{path} holds text, decoded as hex or base64 into 21 bytes: unrecognised evidence" in err
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\x07" + bytes(40))
+    code, _, err = run(capsys, "quote", "show", str(binary))
+    assert code == EXIT_BAD_INPUT and "holds text" not in err
+
+
 def test_verify_passes_with_an_accepting_policy(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "quote", "verify", QUOTE, "--collateral", COLLATERAL, "--at", "2025-07-01T00:00:00Z",
                        "--mrenclave", MRENCLAVE, *ACCEPT, "--json")  # fmt: skip

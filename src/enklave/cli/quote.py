@@ -15,7 +15,7 @@ from enklave.attestation.verified import VerifiedQuote
 from enklave.attestation.verify import verify_quote
 from enklave.cli._errors import EXIT_VERIFICATION, fail, hint
 from enklave.cli._io import decode_evidence, parse_time, read_file
-from enklave.errors import PolicyError, UsageError, VerificationError
+from enklave.errors import InvalidQuote, PolicyError, UsageError, VerificationError
 from enklave.platform.simulated import SimulatedCollateralSource, simulated_root
 from enklave.sgx.oe import unwrap_evidence
 from enklave.sgx.quote import Quote
@@ -29,7 +29,17 @@ def quote() -> None:
 
 def load_quote(path: str) -> tuple[str, Quote]:
     """Read a quote file (binary, hex or base64; raw quote or Open Enclave report) and parse it."""
-    evidence_format, raw = unwrap_evidence(decode_evidence(read_file(path, what="quote file")))
+    data = read_file(path, what="quote file")
+    decoded = decode_evidence(data)
+    try:
+        evidence_format, raw = unwrap_evidence(decoded)
+    except InvalidQuote as exc:
+        if decoded is data:
+            raise
+        # Offsets and first bytes in the message are those of the decoded text, not of the file: say so.
+        raise InvalidQuote(
+            f"{path} holds text, decoded as hex or base64 into {len(decoded)} bytes: {exc}"
+        ) from exc
     return evidence_format.value, Quote.from_bytes(raw)
 
 
