@@ -229,3 +229,19 @@ def test_evidence_from_the_simulated_platform_is_refused_with_the_option_that_tr
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and str(error) in err
     assert ("--allow-simulated" in err) is hinted
+
+
+@pytest.mark.parametrize(
+    "command", [("kbs", "serve"), ("attestation-service", "serve"), ("inference", "serve")]
+)
+@pytest.mark.parametrize("option", ["--data", "--data-dir"])
+def test_every_service_takes_its_data_directory_under_both_names(
+    command: tuple[str, str], option: str, tmp_path: Path
+) -> None:
+    from enklave.cli import cli
+
+    group = cli.commands[command[0]]
+    assert isinstance(group, click.Group)
+    serve = group.commands[command[1]]
+    with serve.make_context(command[1], [option, str(tmp_path)]) as ctx:
+        assert ctx.params["data_dir"] == tmp_path

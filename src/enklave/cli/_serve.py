@@ -68,6 +68,7 @@ def serve_options(
         ),
         click.option(
             "--data",
+            "--data-dir",  # the name 'enklave inference serve' uses
             "data_dir",
             type=click.Path(file_okay=False, path_type=Path),
             default=None,

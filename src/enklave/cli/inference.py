@@ -46,7 +46,7 @@ def _size(value: str, option: str) -> int:
     "--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535), help="TCP port."
 )
 @click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--data-dir", "--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Data directory: the signed enclave and its signing key (default: $ENKLAVE_HOME/inference).",
 )  # fmt: skip
 @click.option(
