@@ -15,7 +15,6 @@ from conftest import ASSETS
 from enklave.cli import main
 from enklave.cli._errors import EXIT_BAD_INPUT, EXIT_IO, EXIT_OK, EXIT_USAGE, EXIT_VERIFICATION, run_guarded
 from enklave.errors import CertificateChainError, UntrustedRootError
-from enklave.platform.simulated.pki import ROOT_CA_NAME as SIMULATED_ROOT_CA_NAME
 
 REAL = ASSETS / "phala-dcap-qvl"
 QUOTE = str(REAL / "sgx_quote")
@@ -211,16 +210,24 @@ def test_verify_report_data_binding(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "hinted"),
-    [
-        (UntrustedRootError(f"chain ends in an untrusted root (CN={SIMULATED_ROOT_CA_NAME})"), True),
-        (UntrustedRootError("chain ends in an untrusted root (CN=Some Other Root)"), False),
-        (CertificateChainError(f"not issued by CN={SIMULATED_ROOT_CA_NAME}"), False),
-    ],
+    "case", ["this installation's root", "another root", "no root known", "not a root error"]
 )
 def test_evidence_from_the_simulated_platform_is_refused_with_the_option_that_trusts_it(
-    error: Exception, hinted: bool, capsys: pytest.CaptureFixture[str]
+    case: str, home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from enklave.platform.simulated import provision, simulated_root
+
+    provision()
+    local = simulated_root().certificate.public_bytes(Encoding.DER)
+    error = {
+        "this installation's root": UntrustedRootError("chain ends in an untrusted root", root=local),
+        "another root": UntrustedRootError("chain ends in an untrusted root", root=local[:-1] + b"\0"),
+        "no root known": UntrustedRootError("chain ends in a certificate issued by no trusted root"),
+        "not a root error": CertificateChainError("not issued by the simulated root"),
+    }[case]
+
     @click.command()
     def command() -> None:
         raise error
@@ -228,7 +235,7 @@ def test_evidence_from_the_simulated_platform_is_refused_with_the_option_that_tr
     assert run_guarded(command, []) == EXIT_VERIFICATION
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and str(error) in err
-    assert ("--allow-simulated" in err) is hinted
+    assert ("--allow-simulated" in err) is (case == "this installation's root")
 
 
 @pytest.mark.parametrize(

@@ -160,7 +160,12 @@ class CertificateChainError(VerificationError):
 
 
 class UntrustedRootError(CertificateChainError):
-    """A chain ends in a root certificate that the caller did not trust."""
+    """A chain ends in a root certificate that the caller did not trust; ``root`` is that certificate's DER when
+    the chain included it (a public certificate, so callers may compare it with roots they know of)."""
+
+    def __init__(self, message: str, *, root: bytes | None = None) -> None:
+        super().__init__(message)
+        self.root = root
 
 
 class RevokedError(VerificationError):

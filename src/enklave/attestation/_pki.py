@@ -177,7 +177,8 @@ def check_chain(
     if root is not None:
         certs = chain[:-1]
     elif _issuer_is_subject(last, last):
-        raise UntrustedRootError(f"{what} ends in an untrusted root ({subject_of(last)})")
+        der = signed[-1].der if signed is not None else last.public_bytes(Encoding.DER)
+        raise UntrustedRootError(f"{what} ends in an untrusted root ({subject_of(last)})", root=der)
     else:
         root = _find_issuing_root(last, roots)
         certs = chain

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 import click
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from enklave.errors import (
     BadDataError,
@@ -16,7 +17,7 @@ from enklave.errors import (
     UsageError,
     VerificationError,
 )
-from enklave.platform.simulated.pki import ROOT_CA_NAME as _SIMULATED_ROOT_CA_NAME
+from enklave.platform.simulated import simulated_root
 
 EXIT_OK: Final = 0
 EXIT_VERIFICATION: Final = 1
@@ -37,7 +38,7 @@ EXIT_CODES: Final = {
     EXIT_PLATFORM: "platform unavailable: no SGX device or Gramine, or the simulated platform is not set up",
     EXIT_ENCLAVE: "the enclave failed: it raised, timed out or its process died",
     EXIT_INTERNAL: "internal error (a bug: please report it)",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C, or a termination signal to a long-running command)",
 }
 
 EXIT_CODES_HELP: Final = "\b\nExit codes:\n" + "\n".join(
@@ -69,14 +70,26 @@ def fail(message: str) -> None:
 
 def hint(error: EnklaveError) -> str:
     """What to add to the message of ``error`` to say how to get past it, or an empty string."""
-    # Evidence from the simulated platform is refused unless the command is told to trust it; a newcomer trying
-    # the simulation would otherwise not know which option that is.
-    if isinstance(error, UntrustedRootError) and _SIMULATED_ROOT_CA_NAME in str(error):
+    # Evidence from this installation's simulated platform is refused unless the command is told to trust it; a
+    # newcomer trying the simulation would otherwise not know which option that is. Only the very root of this
+    # installation gets the hint: another installation's simulated root is not trusted by these options either.
+    if (
+        isinstance(error, UntrustedRootError)
+        and error.root is not None
+        and error.root == _local_simulated_root()
+    ):
         return (
-            " (this evidence comes from enklave's simulated platform, trusted only with --allow-simulated,"
-            " or --simulated for 'enklave quote verify'; for development only)"
+            " (this evidence comes from this installation's simulated platform, trusted only with"
+            " --allow-simulated, or --simulated for 'enklave quote verify'; for development only)"
         )
     return ""
+
+
+def _local_simulated_root() -> bytes | None:
+    try:
+        return simulated_root().certificate.public_bytes(Encoding.DER)
+    except EnklaveError:
+        return None
 
 
 def run_guarded(command: click.Command, argv: list[str] | None) -> int:
