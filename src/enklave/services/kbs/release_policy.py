@@ -35,10 +35,19 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final
 
 from enklave._json import strict_loads
 from enklave.errors import InvalidPolicy, PolicyError, UsageError
+from enklave.services.kbs._release_policy_conditions import (
+    AllOf,
+    AnyOf,
+    ClaimCondition,
+    ClaimValue,
+    Condition,
+    Operator,
+    condition_failure,
+)
 
 __all__ = [
     "SUPPORTED_VERSIONS",
@@ -55,11 +64,6 @@ __all__ = [
 
 #: The policy versions this module accepts. "1.0.0" is the only version the grammar documents.
 SUPPORTED_VERSIONS: Final = frozenset({"1.0.0"})
-
-Operator: TypeAlias = Literal[
-    "equals", "notEquals", "less", "lessOrEquals", "greater", "greaterOrEquals", "exists"
-]
-ClaimValue: TypeAlias = str | int | float | bool
 
 _OPERATORS: Final[tuple[Operator, ...]] = (
     "equals",
@@ -91,49 +95,11 @@ class PolicyLimits:
 
 
 @dataclass(frozen=True, slots=True)
-class ClaimCondition:
-    """``{"claim": name, <operator>: value}``: one comparison against one (possibly nested) claim."""
-
-    claim: str
-    operator: Operator
-    value: ClaimValue
-
-
-@dataclass(frozen=True, slots=True)
-class AllOf:
-    """Holds when every condition holds; never empty (the parser refuses an empty array)."""
-
-    conditions: tuple[Condition, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class AnyOf:
-    """Holds when at least one condition holds; never empty (the parser refuses an empty array)."""
-
-    conditions: tuple[Condition, ...]
-
-
-Condition: TypeAlias = ClaimCondition | AllOf | AnyOf
-
-
-@dataclass(frozen=True, slots=True)
 class AuthorityRule:
     """``{"authority": issuer, "allOf"|"anyOf": [...]}``: conditions on tokens from one issuer."""
 
     authority: str
     condition: AllOf | AnyOf
-
-
-class _Absent:
-    """Marks a claim path that does not resolve; distinct from a JSON ``null`` claim."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<absent>"
-
-
-_ABSENT: Final = _Absent()
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +171,7 @@ class ReleasePolicy:
         # 2. Release if any selected rule holds; otherwise report the first selected rule's first failure.
         failures: list[PolicyError] = []
         for index, rule in selected:
-            failure = _check(rule.condition, claims, f"$.anyOf[{index}]")
+            failure = condition_failure(rule.condition, claims, f"$.anyOf[{index}]")
             if failure is None:
                 return
             failures.append(failure)
@@ -389,88 +355,3 @@ def _condition_to_mapping(condition: Condition) -> dict[str, Any]:
 def _same_authority(policy_authority: str, issuer: str) -> bool:
     # Exact comparison except for one trailing slash: MAA's iss has none, Azure's samples often add one.
     return policy_authority.removesuffix("/") == issuer.removesuffix("/") and bool(issuer)
-
-
-def _check(condition: Condition, claims: Mapping[str, Any], path: str) -> PolicyError | None:
-    """Return ``None`` when the condition holds, else the error describing the first failure."""
-    if isinstance(condition, ClaimCondition):
-        return _check_claim(condition, claims, path)
-    key = "allOf" if isinstance(condition, AllOf) else "anyOf"
-    failures: list[PolicyError] = []
-    for index, item in enumerate(condition.conditions):
-        failure = _check(item, claims, f"{path}.{key}[{index}]")
-        if isinstance(condition, AllOf) and failure is not None:
-            return failure
-        if isinstance(condition, AnyOf):
-            if failure is None:
-                return None
-            failures.append(failure)
-    if isinstance(condition, AllOf):
-        return None
-    first = failures[0]
-    return PolicyError(
-        f"no alternative of {path}.anyOf holds (first: {first})",
-        field=first.field,
-        expected=first.expected,
-        actual=first.actual,
-    )
-
-
-def _check_claim(condition: ClaimCondition, claims: Mapping[str, Any], path: str) -> PolicyError | None:
-    actual = _lookup(claims, condition.claim)
-    if _holds(condition.operator, condition.value, actual):
-        return None
-    shown: object = None if isinstance(actual, _Absent) else actual
-    state = "is absent" if isinstance(actual, _Absent) else "does not satisfy the condition"
-    return PolicyError(
-        f"release policy condition {path} failed: claim {condition.claim!r} {state} "
-        f"({condition.operator} {condition.value!r})",
-        field=condition.claim,
-        expected={condition.operator: condition.value},
-        actual=shown,
-    )
-
-
-def _lookup(claims: Mapping[str, Any], name: str) -> Any:
-    """Walk dot-separated names into nested objects; arrays and scalars on the way make the claim absent."""
-    current: Any = claims
-    for part in name.split("."):
-        if not isinstance(current, Mapping) or part not in current:
-            return _ABSENT
-        current = current[part]
-    return current
-
-
-def _holds(operator: Operator, expected: ClaimValue, actual: Any) -> bool:
-    if operator == "exists":
-        return (not isinstance(actual, _Absent)) is expected
-    if isinstance(actual, _Absent):
-        return False
-    if operator in ("equals", "notEquals"):
-        if not _same_kind(expected, actual):
-            # A claim of another JSON type fails both equals and notEquals: no coercion may grant release.
-            return False
-        return (actual == expected) is (operator == "equals")
-    if not _is_number(actual) or not _is_number(expected):
-        return False
-    if isinstance(actual, float) and not math.isfinite(actual):
-        return False
-    if operator == "less":
-        return bool(actual < expected)
-    if operator == "lessOrEquals":
-        return bool(actual <= expected)
-    if operator == "greater":
-        return bool(actual > expected)
-    return bool(actual >= expected)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _same_kind(expected: ClaimValue, actual: Any) -> bool:
-    if isinstance(expected, bool):
-        return isinstance(actual, bool)
-    if isinstance(expected, str):
-        return isinstance(actual, str)
-    return _is_number(actual) and not (isinstance(actual, float) and not math.isfinite(actual))
