@@ -21,7 +21,8 @@ Ecalls:
   The audit record never holds key material.
 
 What the host could do wrong is bounded: a record it swapped or whose policy it changed does not decrypt (the
-associated data binds name, spec and policy), and a stale clock only matters within token lifetimes. The
+associated data binds name, spec and policy). Time is the host's: a host that sets the clock back can make an
+expired attestation token valid again, so token lifetimes bound nothing against the host itself. The
 authorities and their pinned keys are a measured file of the bundle: a host that changes them (to trust a key of
 its own) gets an enclave with another MRENCLAVE, which cannot unseal the KEK, so no key is ever released by it.
 """
