@@ -11,7 +11,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from enklave.attestation._transport import HttpxTransport
 from enklave.attestation.evidence import collateral_request
 from enklave.attestation.policy import EnclavePolicy
+from enklave.attestation.sources import SERVICE_MAX_AGE, CachingCollateralSource
 from enklave.attestation.tokens import HttpJwksSource, StaticJwksSource, TokenVerifier
 from enklave.attestation.verify import verify_quote
 from enklave.errors import (
@@ -528,3 +529,11 @@ def test_a_policy_cannot_issue_claims_in_the_service_namespaces(
     assert "nonce" not in claims
     assert claims["x-enklave-simulated"] is True
     assert claims["mine"] == 1
+
+
+def test_the_default_collateral_cache_refreshes_daily_as_a_pccs_does(service: AttestationService) -> None:
+    # nextUpdate is the latest date Intel reissues collateral: a revocation can come sooner, so the service does
+    # not keep a set until then.
+    source = service._source
+    assert isinstance(source, CachingCollateralSource)
+    assert source._max_age == SERVICE_MAX_AGE == timedelta(days=1)

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import Final, NamedTuple, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from enklave.attestation._transport import (
@@ -51,6 +51,7 @@ __all__ = [
     "INTEL_PCS_URL",
     "INTEL_ROOT_CA_CRL_URL",
     "MAX_RESPONSE_SIZE",
+    "SERVICE_MAX_AGE",
     "CachingCollateralSource",
     "CollateralSource",
     "HttpResponse",
@@ -263,6 +264,12 @@ def _utc_now() -> datetime:
 class _Entry(NamedTuple):
     collateral: QuoteCollateral
     fetched_at: datetime
+
+
+SERVICE_MAX_AGE: Final = timedelta(days=1)
+"""How long enklave's services keep collateral (``max_age``), as a PCCS refreshes it by default. A set's
+``nextUpdate`` is the latest date by which Intel reissues it, not the earliest: a revocation or a TCB recovery can
+appear in new CRLs and TCB info sooner, and a cache held until ``nextUpdate`` (about a month) would miss it."""
 
 
 class CachingCollateralSource(CollateralSource):

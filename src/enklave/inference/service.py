@@ -34,6 +34,7 @@ from typing import Any
 from enklave import _b64url
 from enklave._json import loads
 from enklave.attestation.sources import (
+    SERVICE_MAX_AGE,
     CachingCollateralSource,
     CollateralSource,
     PcsCollateralSource,
@@ -86,7 +87,9 @@ class InferenceService:
         source = config.collateral_source
         if source is None:
             fetched = SimulatedCollateralSource(config.home) if self.mode == "sim" else None
-            source = CachingCollateralSource(fetched or PcsCollateralSource(config.pcs_url))
+            source = CachingCollateralSource(
+                fetched or PcsCollateralSource(config.pcs_url), max_age=SERVICE_MAX_AGE
+            )
         self._answers = EvidenceAnswers(source, config.attestation_url)
         self._collateral = source
         if config.kbs_url is not None and config.kbs_policy() is None:

@@ -38,6 +38,7 @@ from enklave.attestation.collateral import QuoteCollateral
 from enklave.attestation.evidence import collateral_request
 from enklave.attestation.sources import (
     INTEL_PCS_URL,
+    SERVICE_MAX_AGE,
     CachingCollateralSource,
     CollateralSource,
     PcsCollateralSource,
@@ -183,8 +184,10 @@ class AttestationService:
     def _default_source(self) -> CollateralSource:
         pcs = PcsCollateralSource(self.config.pcs_url)
         if self.config.allow_simulated:
-            return CachingCollateralSource(_FirstOf(SimulatedCollateralSource(self.config.home), pcs))
-        return CachingCollateralSource(pcs)
+            return CachingCollateralSource(
+                _FirstOf(SimulatedCollateralSource(self.config.home), pcs), max_age=SERVICE_MAX_AGE
+            )
+        return CachingCollateralSource(pcs, max_age=SERVICE_MAX_AGE)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
