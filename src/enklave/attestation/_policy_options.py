@@ -138,7 +138,8 @@ def exact_report_data(value: object) -> bytes | None:
         return None
     if len(raw) > _REPORT_DATA_SIZE:
         raise UsageError(f"report_data must be at most {_REPORT_DATA_SIZE} bytes, got {len(raw)}")
-    # SGX zero-pads report data that an enclave passes shorter than 64 bytes; so do we.
+    # EREPORT takes 64 bytes; enclaves that bind fewer zero-pad them by convention (Gramine's user_report_data
+    # does), and so does this requirement.
     return raw.ljust(_REPORT_DATA_SIZE, b"\0")
 
 

@@ -90,11 +90,12 @@ class AppraisableEvidence(Protocol):
 
     @property
     def tcb_status(self) -> TcbStatus | str:
-        """The platform's TCB status, as a :class:`TcbStatus` or its string value."""
+        """The TCB status of the platform and its QE combined (as Intel's QVL combines them), as a
+        :class:`TcbStatus` or its string value."""
 
     @property
     def advisory_ids(self) -> tuple[str, ...]:
-        """The Intel security advisories that apply to the platform."""
+        """The Intel security advisories that apply to the platform and its QE, merged."""
 
     @property
     def simulated(self) -> bool:
@@ -142,7 +143,8 @@ class EnclavePolicy(Policy):
       case-insensitively; stored upper-case).
     - At most one report-data requirement:
 
-      * ``report_data``: the report data must equal these bytes, zero-padded to 64 as SGX pads them;
+      * ``report_data``: the report data must equal these bytes, zero-padded to 64 (the usual convention for
+        shorter report data, which Gramine's ``user_report_data`` follows);
       * ``report_data_prefix``: the report data must start with these 1..64 bytes;
       * ``report_data_binds``: bytes 0..31 of the report data must be the SHA-256 of these bytes (typically a
         public key or a nonce); bytes 32..63 may hold anything and are not checked.

@@ -53,7 +53,12 @@ _OUT_OF_DATE_FROM = {
 
 
 def converge_status(platform: TcbStatus, qe: TcbStatus) -> TcbStatus:
-    """Combine the platform and QE statuses (QVL ``convergeTcbStatusWithQeTcbStatus``)."""
+    """Combine the platform and QE statuses (QVL ``convergeTcbStatusWithQeTcbStatus``).
+
+    Either one Revoked makes the result Revoked. An OutOfDate QE turns UpToDate and SWHardeningNeeded into
+    OutOfDate, and ConfigurationNeeded and ConfigurationAndSWHardeningNeeded into OutOfDateConfigurationNeeded;
+    otherwise the platform's status stands.
+    """
     if qe is TcbStatus.REVOKED or platform is TcbStatus.REVOKED:
         return TcbStatus.REVOKED
     if qe is TcbStatus.OUT_OF_DATE:
