@@ -98,12 +98,25 @@ def test_text_that_decodes_to_no_evidence_says_it_was_decoded(
 
 
 def test_verify_passes_with_an_accepting_policy(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "quote", "verify", QUOTE, "--collateral", COLLATERAL, "--at", "2025-07-01T00:00:00Z",
-                       "--mrenclave", MRENCLAVE, *ACCEPT, "--json")  # fmt: skip
+    code, out, err = run(capsys, "quote", "verify", QUOTE, "--collateral", COLLATERAL, "--at", "2025-07-01T00:00:00Z",
+                         "--mrenclave", MRENCLAVE, *ACCEPT, "--json")  # fmt: skip
     assert code == EXIT_OK
     result = json.loads(out)
     assert result["ok"] is True
     assert result["quote"]["tcb_status"] == "ConfigurationAndSWHardeningNeeded"
+    assert "warning" not in err
+
+
+def test_verify_without_an_enclave_identity_warns_that_any_enclave_passes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run(capsys, "quote", "verify", QUOTE, "--collateral", COLLATERAL, "--at", "2025-07-01T00:00:00Z",
+                         *ACCEPT, "--json")  # fmt: skip
+    assert code == EXIT_OK and json.loads(out)["ok"] is True
+    assert (
+        err.strip()
+        == "enklave: warning: no --mrenclave or --mrsigner given, so any genuine enclave passes this policy"
+    )
 
 
 def test_verify_default_policy_rejects_the_platform_status(capsys: pytest.CaptureFixture[str]) -> None:

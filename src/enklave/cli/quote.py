@@ -204,6 +204,12 @@ def verify(
     if verified is None:  # pragma: no cover - verify_quote raises or returns
         ctx.exit(EXIT_VERIFICATION)
         return
+    if policy.mr_enclave is None and policy.mr_signer is None:
+        # The quote is genuine, but nothing said which enclave it had to come from: any enclave passes.
+        click.echo(
+            "enklave: warning: no --mrenclave or --mrsigner given, so any genuine enclave passes this policy",
+            err=True,
+        )
     if as_json:
         click.echo(json.dumps({"ok": True, "quote": verified.to_dict()}, indent=2))
     else:
