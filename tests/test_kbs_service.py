@@ -718,3 +718,23 @@ def test_release_with_evidence_refuses_an_answer_without_a_usable_quote() -> Non
         with pytest.raises(BadDataError):
             answer(body).release_with_evidence("k", "t")
     assert answer({"value": value, "quote": "AAEC"}).release_with_evidence("k", "t").quote == b"\x00\x01\x02"
+
+
+def test_a_release_policy_can_require_collateral_from_after_a_tcb_recovery(
+    admin: KbsClient, rsa_token: str, rsa_enclave: Any
+) -> None:
+    # The attestation token states the lowest tcbEvaluationDataNumber of the collateral used; requiring one above
+    # it refuses the release, as a policy written after a TCB recovery refuses evidence judged with older collateral.
+    number = _claims(rsa_token)["x-enklave-tcb-evaluation-data-number"]
+    assert type(number) is int and number > 0
+    for name, minimum, released in (("tcb-current", number, True), ("tcb-recovered", number + 1, False)):
+        rules = policy()
+        rules["anyOf"][0]["allOf"].append(
+            {"claim": "x-enklave-tcb-evaluation-data-number", "greaterOrEquals": minimum}
+        )
+        admin.create_key(name, "oct", rules)
+        if released:
+            assert unwrap_key(admin.release(name, rsa_token), rsa_enclave[1])
+        else:
+            with pytest.raises(PolicyError, match="ReleasePolicyNotSatisfied"):
+                admin.release(name, rsa_token)

@@ -23,6 +23,7 @@ from enklave.attestation import EnclavePolicy, QuoteCollateral, verify_quote
 from enklave.attestation._transport import HttpResponse, MockTransport
 from enklave.attestation.tokens import (
     CLAIM_SIMULATED,
+    CLAIM_TCB_EVALUATION_DATA_NUMBER,
     CLAIM_TCB_STATUS,
     HttpJwksSource,
     JwksSource,
@@ -480,6 +481,13 @@ def test_sgx_claims_of_the_real_quote(
     assert real_claims[CLAIM_TCB_STATUS] == "ConfigurationAndSWHardeningNeeded"
     assert real_claims["x-enklave-advisory-ids"] == ["INTEL-SA-00289", "INTEL-SA-00615"]
     assert real_claims[CLAIM_SIMULATED] is False and real_claims["nonce"] == "n-42"
+    # The lower of the two documents' numbers, as the verified quote reports it.
+    lowest = min(
+        real_collateral.tcb_info.tcb_evaluation_data_number,
+        real_collateral.qe_identity.tcb_evaluation_data_number,
+    )
+    assert real_claims[CLAIM_TCB_EVALUATION_DATA_NUMBER] == lowest
+    assert type(real_claims[CLAIM_TCB_EVALUATION_DATA_NUMBER]) is int and lowest > 0
     collateral = real_claims["x-ms-sgx-collateral"]
     assert set(collateral) == {
         "qeidcertshash", "qeidcrlhash", "qeidhash", "quotehash", "tcbinfocertshash", "tcbinfocrlhash", "tcbinfohash"

@@ -25,6 +25,7 @@ __all__ = [
     "CLAIM_ADVISORY_IDS",
     "CLAIM_INITTIME_DATA",
     "CLAIM_SIMULATED",
+    "CLAIM_TCB_EVALUATION_DATA_NUMBER",
     "CLAIM_TCB_STATUS",
     "collateral_claim",
     "sgx_claims",
@@ -36,6 +37,10 @@ CLAIM_ADVISORY_IDS = "x-enklave-advisory-ids"
 """enklave's claim for the Intel advisories that apply (a list of strings)."""
 CLAIM_SIMULATED = "x-enklave-simulated"
 """enklave's claim that says whether the evidence came from the simulated platform (always present)."""
+CLAIM_TCB_EVALUATION_DATA_NUMBER = "x-enklave-tcb-evaluation-data-number"
+"""enklave's claim for the lower of the TCB info's and the QE identity's tcbEvaluationDataNumber (an integer).
+Intel raises the number at each TCB recovery, so a relying party that requires a minimum refuses evidence judged
+with collateral from before that recovery, which a host that controls time and collateral could otherwise supply."""
 CLAIM_INITTIME_DATA = "x-enklave-inittime-data"
 """enklave's claim for binary init-time data, base64url (MAA documents a claim only for JSON init-time data)."""
 
@@ -98,7 +103,8 @@ def sgx_claims(
     ``x-ms-sgx-product-id``, ``x-ms-sgx-mrsigner``, ``x-ms-sgx-mrenclave``, ``x-ms-sgx-svn``,
     ``x-ms-sgx-report-data``, ``x-ms-sgx-config-id``, ``x-ms-sgx-config-svn``,
     ``x-ms-sgx-isv-extended-product-id``, ``x-ms-sgx-isv-family-id`` (binary values as lowercase hex), and
-    enklave's ``x-enklave-tcb-status``, ``x-enklave-advisory-ids`` and ``x-enklave-simulated``. Present when
+    enklave's ``x-enklave-tcb-status``, ``x-enklave-advisory-ids``, ``x-enklave-tcb-evaluation-data-number`` and
+    ``x-enklave-simulated``. Present when
     given: ``x-ms-sgx-ehd`` (base64url of ``runtime_data``), ``x-ms-runtime`` (``runtime_json``),
     ``x-ms-inittime`` (``init_time_json``), ``x-enklave-inittime-data`` (base64url of ``init_time_data``),
     ``nonce``, and ``x-ms-sgx-collateral`` (see :func:`collateral_claim`).
@@ -134,6 +140,7 @@ def sgx_claims(
         "x-ms-sgx-isv-family-id": bytes(body.isv_family_id).hex(),
         CLAIM_TCB_STATUS: verified.tcb_status.value,
         CLAIM_ADVISORY_IDS: list(verified.advisory_ids),
+        CLAIM_TCB_EVALUATION_DATA_NUMBER: verified.tcb_evaluation_data_number,
         # Always written, True or False, so that a reader never has to guess from an absent claim.
         CLAIM_SIMULATED: verified.simulated,
     }

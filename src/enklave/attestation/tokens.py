@@ -52,6 +52,7 @@ from enklave.attestation._jwks import (
 from enklave.attestation._sgx_claims import (
     CLAIM_ADVISORY_IDS,
     CLAIM_SIMULATED,
+    CLAIM_TCB_EVALUATION_DATA_NUMBER,
     CLAIM_TCB_STATUS,
     collateral_claim,
     sgx_claims,
@@ -70,6 +71,7 @@ from enklave.errors import (
 __all__ = [
     "CLAIM_ADVISORY_IDS",
     "CLAIM_SIMULATED",
+    "CLAIM_TCB_EVALUATION_DATA_NUMBER",
     "CLAIM_TCB_STATUS",
     "MAX_TOKEN_SIZE",
     "HttpJwksSource",
