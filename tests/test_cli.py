@@ -265,3 +265,16 @@ def test_every_service_takes_its_data_directory_under_both_names(
     serve = group.commands[command[1]]
     with serve.make_context(command[1], [option, str(tmp_path)]) as ctx:
         assert ctx.params["data_dir"] == tmp_path
+
+
+@pytest.mark.parametrize(("minimum", "code"), [(17, EXIT_OK), (18, EXIT_VERIFICATION)])
+def test_verify_can_refuse_collateral_from_before_a_tcb_recovery(
+    minimum: int, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The sample's TCB info and QE identity both have tcbEvaluationDataNumber 17.
+    at = ["--at", "2025-07-01T00:00:00Z"]
+    result, _, err = run(capsys, "quote", "verify", QUOTE, "--collateral", COLLATERAL, *at, "--mrenclave", MRENCLAVE,
+                         *ACCEPT, "--min-tcb-evaluation-data-number", str(minimum))  # fmt: skip
+    assert result == code
+    if code != EXIT_OK:
+        assert "TCB evaluation data number 17 is below the minimum 18" in err

@@ -48,6 +48,7 @@ class Evidence:
     tcb_status: TcbStatus | str = TcbStatus.UP_TO_DATE
     advisory_ids: tuple[str, ...] = ()
     simulated: bool = False
+    tcb_evaluation_data_number: int = 17
 
 
 def _as_evidence(evidence: Evidence) -> AppraisableEvidence:
@@ -341,6 +342,7 @@ def test_checks_run_in_documented_order() -> None:
         tcb_status=TcbStatus.OUT_OF_DATE,
         advisory_ids=("INTEL-SA-00334",),
         simulated=True,
+        tcb_evaluation_data_number=15,
     )
     strict: dict[str, Any] = {
         "mr_enclave": MRE_A,
@@ -348,6 +350,7 @@ def test_checks_run_in_documented_order() -> None:
         "isv_prod_id": 1,
         "min_isv_svn": 5,
         "rejected_advisory_ids": ["INTEL-SA-00334"],
+        "min_tcb_evaluation_data_number": 16,
         "report_data_binds": KEY,
     }
     fixes: list[tuple[str, dict[str, Any]]] = [
@@ -359,6 +362,7 @@ def test_checks_run_in_documented_order() -> None:
         ("isv_svn", {"isv_svn": 5}),
         ("tcb_status", {"tcb_status": "SWHardeningNeeded"}),
         ("advisory_ids", {"advisory_ids": ()}),
+        ("tcb_evaluation_data_number", {"tcb_evaluation_data_number": 16}),
         ("report_data", {"report_data": GOOD_REPORT_DATA}),
     ]
     policy = EnclavePolicy(**strict)
@@ -397,6 +401,10 @@ def test_checks_run_in_documented_order() -> None:
         {"min_isv_svn": -1},
         {"min_isv_svn": 65536},
         {"min_isv_svn": False},
+        {"min_tcb_evaluation_data_number": -1},
+        {"min_tcb_evaluation_data_number": 1 << 32},
+        {"min_tcb_evaluation_data_number": True},
+        {"min_tcb_evaluation_data_number": "17"},
         {"allow_debug": "false"},
         {"allow_debug": 0},
         {"allow_simulated": None},
@@ -468,6 +476,7 @@ FULL_MAPPING: dict[str, Any] = {
     "rejected_advisory_ids": ["INTEL-SA-00334", "INTEL-SA-00615"],
     "report_data_prefix": "cafe",
     "allow_simulated": True,
+    "min_tcb_evaluation_data_number": 16,
 }
 
 
@@ -486,6 +495,7 @@ def test_from_mapping_builds_the_same_policy_as_keywords() -> None:
         rejected_advisory_ids=["INTEL-SA-00615", "INTEL-SA-00334"],
         report_data_prefix=b"\xca\xfe",
         allow_simulated=True,
+        min_tcb_evaluation_data_number=16,
     )
 
 
@@ -573,6 +583,7 @@ def test_describe_lists_each_requirement() -> None:
         "isv_svn: >= 3",
         "tcb_status: one of UpToDate, SWHardeningNeeded",
         "rejected advisories: INTEL-SA-00334",
+        "tcb_evaluation_data_number: any",
         f"report_data: bytes 0..31 are the SHA-256 of the bound data ({hashlib.sha256(KEY).hexdigest()}),"
         " bytes 32..63 unchecked",
     ]
@@ -581,6 +592,21 @@ def test_describe_lists_each_requirement() -> None:
     )
     assert EnclavePolicy(report_data_prefix=b"\x01").describe()[-1] == "report_data: starts with 01"
     assert EnclavePolicy().describe()[-1] == "report_data: any"
+    assert "tcb_evaluation_data_number: >= 16" in EnclavePolicy(min_tcb_evaluation_data_number=16).describe()
+
+
+@pytest.mark.parametrize(("number", "accepted"), [(15, False), (16, True), (17, True)])
+def test_min_tcb_evaluation_data_number_boundary(number: int, accepted: bool) -> None:
+    # Intel raises the number at each TCB recovery: collateral from before recovery 16 is refused.
+    policy = EnclavePolicy(min_tcb_evaluation_data_number=16)
+    evidence = replace(GOOD, tcb_evaluation_data_number=number)
+    if accepted:
+        policy.appraise(evidence)
+    else:
+        error = rejects(policy, evidence)
+        assert (error.field, error.expected, error.actual) == ("tcb_evaluation_data_number", ">= 16", number)
+    # Without a minimum, any number passes.
+    EnclavePolicy().appraise(evidence)
 
 
 def test_repr_shows_the_mapping() -> None:
@@ -791,6 +817,7 @@ def evidences(draw: st.DrawFn) -> Evidence:
         tcb_status=TcbStatus(status) if draw(st.booleans()) else status,
         advisory_ids=tuple(draw(st.lists(st.sampled_from(_ADVISORIES), max_size=2, unique=True))),
         simulated=draw(st.booleans()),
+        tcb_evaluation_data_number=draw(st.integers(14, 18)),
     )
 
 
@@ -823,6 +850,8 @@ def policy_specs(draw: st.DrawFn) -> dict[str, Any]:
         )
     if draw(st.booleans()):
         spec["rejected_advisory_ids"] = draw(st.lists(st.sampled_from(_ADVISORIES), max_size=3))
+    if draw(st.booleans()):
+        spec["min_tcb_evaluation_data_number"] = draw(st.integers(14, 18))
     mode = draw(st.sampled_from(["none", "exact", "prefix", "binds"]))
     if mode == "exact":
         data = draw(st.sampled_from(_REPORT_DATA_POOL))
@@ -855,6 +884,10 @@ def expected_failure(evidence: Evidence, spec: dict[str, Any]) -> str | None:
         ("isv_svn", "min_isv_svn" in spec and evidence.isv_svn < spec["min_isv_svn"]),
         ("tcb_status", status not in accepted),
         ("advisory_ids", any(a in rejected_ids for a in evidence.advisory_ids)),
+        (
+            "tcb_evaluation_data_number",
+            evidence.tcb_evaluation_data_number < spec.get("min_tcb_evaluation_data_number", 0),
+        ),
     ]
     if "report_data" in spec:
         padded = spec["report_data"] + bytes(64 - len(spec["report_data"]))

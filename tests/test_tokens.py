@@ -503,6 +503,25 @@ def _accepting_policy(**kwargs: Any) -> EnclavePolicy:
     )
 
 
+def test_a_token_states_its_collateral_recency_for_policies_that_require_one(
+    signer: TokenSigner, real_claims: dict[str, Any]
+) -> None:
+    number = real_claims[CLAIM_TCB_EVALUATION_DATA_NUMBER]
+    verified = _verifier(signer).verify(signer.sign(real_claims, now=NOW), nonce="n-42")
+    assert verified.tcb_evaluation_data_number == number
+    _accepting_policy(min_tcb_evaluation_data_number=number).appraise(verified)
+    with pytest.raises(PolicyError) as caught:
+        _accepting_policy(min_tcb_evaluation_data_number=number + 1).appraise(verified)
+    assert (caught.value.field, caught.value.actual) == ("tcb_evaluation_data_number", number)
+    # A token without the claim (another service's) passes only a policy that requires no minimum.
+    without = {key: value for key, value in real_claims.items() if key != CLAIM_TCB_EVALUATION_DATA_NUMBER}
+    other = _verifier(signer).verify(signer.sign(without, now=NOW), nonce="n-42")
+    _accepting_policy().appraise(other)
+    with pytest.raises(PolicyError, match=CLAIM_TCB_EVALUATION_DATA_NUMBER) as caught:
+        _accepting_policy(min_tcb_evaluation_data_number=1).appraise(other)
+    assert caught.value.field == "tcb_evaluation_data_number"
+
+
 def test_enclave_policy_appraises_a_verified_token(signer: TokenSigner, real_claims: dict[str, Any]) -> None:
     verified = _verifier(signer).verify(signer.sign(real_claims, now=NOW), nonce="n-42")
     _accepting_policy().appraise(verified)

@@ -18,6 +18,7 @@ __all__ = [
     "measurements",
     "optional_bytes",
     "optional_u16",
+    "optional_u32",
     "parse_hex",
     "report_data_prefix",
     "tcb_statuses",
@@ -26,6 +27,7 @@ __all__ = [
 _MEASUREMENT_SIZE = 32
 _REPORT_DATA_SIZE = 64
 _U16_MAX = 0xFFFF
+_U32_MAX = 0xFFFF_FFFF
 _MEASUREMENT_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _ADVISORY_ID = re.compile(r"\S+")
@@ -73,6 +75,16 @@ def optional_u16(value: object, name: str) -> int | None:
         raise UsageError(f"{name} must be an integer, got {type(value).__name__}")
     if not 0 <= value <= _U16_MAX:
         raise UsageError(f"{name} must be in 0..{_U16_MAX}, got {value}")
+    return value
+
+
+def optional_u32(value: object, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{name} must be an integer, got {type(value).__name__}")
+    if not 0 <= value <= _U32_MAX:
+        raise UsageError(f"{name} must be in 0..{_U32_MAX}, got {value}")
     return value
 
 

@@ -13,7 +13,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from enklave.attestation._jwks import b64url_decode
-from enklave.attestation._sgx_claims import CLAIM_ADVISORY_IDS, CLAIM_SIMULATED, CLAIM_TCB_STATUS
+from enklave.attestation._sgx_claims import (
+    CLAIM_ADVISORY_IDS,
+    CLAIM_SIMULATED,
+    CLAIM_TCB_EVALUATION_DATA_NUMBER,
+    CLAIM_TCB_STATUS,
+)
 from enklave.attestation.collateral import TcbStatus
 from enklave.errors import InvalidToken, PolicyError
 
@@ -24,6 +29,7 @@ __all__ = ["TokenEvidence"]
 
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _U16_MAX = 0xFFFF
+_U32_MAX = 0xFFFF_FFFF
 _MAX_ADVISORIES = 256
 
 
@@ -121,6 +127,20 @@ class TokenEvidence:
         ):
             raise _missing("advisory_ids", CLAIM_ADVISORY_IDS, value, "a list of advisory ids")
         return tuple(value)
+
+    @property
+    def tcb_evaluation_data_number(self) -> int:
+        """The collateral's TCB evaluation data number, from enklave's ``x-enklave-tcb-evaluation-data-number``
+        (tokens of other services lack it, so a policy that requires a minimum rejects them)."""
+        value = self.claims.get(CLAIM_TCB_EVALUATION_DATA_NUMBER)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _U32_MAX:
+            raise _missing(
+                "tcb_evaluation_data_number",
+                CLAIM_TCB_EVALUATION_DATA_NUMBER,
+                value,
+                "a non-negative integer",
+            )
+        return value
 
     @property
     def simulated(self) -> bool:

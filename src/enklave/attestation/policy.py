@@ -98,6 +98,10 @@ class AppraisableEvidence(Protocol):
         """The Intel security advisories that apply to the platform and its QE, merged."""
 
     @property
+    def tcb_evaluation_data_number(self) -> int:
+        """The lower ``tcbEvaluationDataNumber`` of the TCB info and QE identity the evidence was judged with."""
+
+    @property
     def simulated(self) -> bool:
         """True when the evidence comes from enklave's simulated platform."""
 
@@ -141,6 +145,10 @@ class EnclavePolicy(Policy):
     - ``accepted_tcb_statuses``: :class:`TcbStatus` members or their string values. Revoked is never accepted.
     - ``rejected_advisory_ids``: reject the evidence if any of these advisories applies (compared
       case-insensitively; stored upper-case).
+    - ``min_tcb_evaluation_data_number``: the lowest accepted ``tcbEvaluationDataNumber`` of the collateral the
+      evidence was judged with. Intel raises it at each TCB recovery: requiring the number of a recovery refuses
+      evidence judged with collateral from before it, which a host that controls time and collateral could
+      otherwise supply.
     - At most one report-data requirement:
 
       * ``report_data``: the report data must equal these bytes, zero-padded to 64 (the usual convention for
@@ -151,8 +159,8 @@ class EnclavePolicy(Policy):
 
     Construction validates every argument and raises :class:`UsageError` on a bad one. :meth:`appraise`
     checks, in this order, simulated, debug, mr_enclave, mr_signer, isv_prod_id, isv_svn, tcb_status,
-    advisory_ids and report_data, and raises :class:`PolicyError` for the first failure. Byte values are
-    compared with :func:`hmac.compare_digest`.
+    advisory_ids, tcb_evaluation_data_number and report_data, and raises :class:`PolicyError` for the first
+    failure. Byte values are compared with :func:`hmac.compare_digest`.
     """
 
     mr_enclave: tuple[bytes, ...] | None
@@ -166,6 +174,7 @@ class EnclavePolicy(Policy):
     report_data_prefix: bytes | None
     report_data_binds: bytes | None
     allow_simulated: bool
+    min_tcb_evaluation_data_number: int | None
     _binds_digest: bytes | None = field(compare=False)
 
     def __init__(
@@ -182,6 +191,7 @@ class EnclavePolicy(Policy):
         report_data_prefix: bytes | None = None,
         report_data_binds: bytes | None = None,
         allow_simulated: bool = False,
+        min_tcb_evaluation_data_number: int | None = None,
     ) -> None:
         modes = [report_data, report_data_prefix, report_data_binds]
         if sum(mode is not None for mode in modes) > 1:
@@ -199,6 +209,9 @@ class EnclavePolicy(Policy):
             "report_data_prefix": options.report_data_prefix(report_data_prefix),
             "report_data_binds": binds,
             "allow_simulated": options.flag(allow_simulated, "allow_simulated"),
+            "min_tcb_evaluation_data_number": options.optional_u32(
+                min_tcb_evaluation_data_number, "min_tcb_evaluation_data_number"
+            ),
             "_binds_digest": None if binds is None else hashlib.sha256(binds).digest(),
         }
         for name, value in values.items():
@@ -242,9 +255,18 @@ class EnclavePolicy(Policy):
                 expected=f">= {self.min_isv_svn}",
                 actual=evidence.isv_svn,
             )
-        # 4. The platform: its TCB status, then the advisories that apply to it.
+        # 4. The platform: its TCB status, the advisories that apply to it, and how recent the collateral that
+        #    judged it is (its TCB evaluation data number, raised at each TCB recovery).
         self._check_tcb_status(evidence.tcb_status)
         self._check_advisories(evidence.advisory_ids)
+        minimum = self.min_tcb_evaluation_data_number
+        if minimum is not None and (number := evidence.tcb_evaluation_data_number) < minimum:
+            raise PolicyError(
+                f"the collateral's TCB evaluation data number {number} is below the minimum {minimum}",
+                field="tcb_evaluation_data_number",
+                expected=f">= {minimum}",
+                actual=number,
+            )
         # 5. What the enclave bound into its report.
         self._check_report_data(bytes(evidence.report_data))
 
@@ -339,6 +361,8 @@ class EnclavePolicy(Policy):
             if value is not None:
                 mapping[key] = value.hex()
         mapping["allow_simulated"] = self.allow_simulated
+        if self.min_tcb_evaluation_data_number is not None:
+            mapping["min_tcb_evaluation_data_number"] = self.min_tcb_evaluation_data_number
         return mapping
 
     def describe(self) -> list[str]:
@@ -352,6 +376,12 @@ class EnclavePolicy(Policy):
             f"isv_svn: {'any' if self.min_isv_svn is None else f'>= {self.min_isv_svn}'}",
             f"tcb_status: one of {', '.join(_ordered_statuses(self.accepted_tcb_statuses))}",
             f"rejected advisories: {', '.join(self.rejected_advisory_ids) or 'none'}",
+            "tcb_evaluation_data_number: "
+            + (
+                "any"
+                if self.min_tcb_evaluation_data_number is None
+                else f">= {self.min_tcb_evaluation_data_number}"
+            ),
         ]
         if self.report_data is not None:
             lines.append(f"report_data: equals {self.report_data.hex()}")
@@ -383,6 +413,7 @@ _MAPPING_KEYS = (
     "report_data_prefix",
     "report_data_binds",
     "allow_simulated",
+    "min_tcb_evaluation_data_number",
 )
 
 

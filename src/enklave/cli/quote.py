@@ -125,6 +125,13 @@ def show(file: str, as_json: bool) -> None:
     help="Accepted TCB status (repeatable; default UpToDate and SWHardeningNeeded).",
 )
 @click.option("--reject-advisory", multiple=True, metavar="ID", help="Reject if this advisory applies.")
+@click.option(
+    "--min-tcb-evaluation-data-number",
+    "min_tcb_eval",
+    type=click.IntRange(0, 0xFFFF_FFFF),
+    metavar="N",
+    help="Refuse collateral older than the TCB recovery that raised Intel's tcbEvaluationDataNumber to N.",
+)
 @click.option("--report-data", metavar="HEX", help="Required report data (zero-padded to 64 bytes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_context
@@ -142,6 +149,7 @@ def verify(
     allow_debug: bool,
     accept_status: tuple[str, ...],
     reject_advisory: tuple[str, ...],
+    min_tcb_eval: int | None,
     report_data: str | None,
     as_json: bool,
 ) -> None:
@@ -167,6 +175,8 @@ def verify(
         policy_args["accepted_tcb_statuses"] = accept_status
     if reject_advisory:
         policy_args["rejected_advisory_ids"] = reject_advisory
+    if min_tcb_eval is not None:
+        policy_args["min_tcb_evaluation_data_number"] = min_tcb_eval
     if report_data is not None:
         try:
             policy_args["report_data"] = bytes.fromhex(report_data)
