@@ -68,23 +68,21 @@ def measurements(value: object, name: str) -> tuple[bytes, ...] | None:
 
 
 def optional_u16(value: object, name: str) -> int | None:
-    if value is None:
-        return None
-    # bool is an int in Python, but True is never a meaningful product id or version.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(f"{name} must be an integer, got {type(value).__name__}")
-    if not 0 <= value <= _U16_MAX:
-        raise UsageError(f"{name} must be in 0..{_U16_MAX}, got {value}")
-    return value
+    return _optional_unsigned(value, name, _U16_MAX)
 
 
 def optional_u32(value: object, name: str) -> int | None:
+    return _optional_unsigned(value, name, _U32_MAX)
+
+
+def _optional_unsigned(value: object, name: str, maximum: int) -> int | None:
     if value is None:
         return None
+    # bool is an int in Python, but True is never a meaningful product id, version or number.
     if isinstance(value, bool) or not isinstance(value, int):
         raise UsageError(f"{name} must be an integer, got {type(value).__name__}")
-    if not 0 <= value <= _U32_MAX:
-        raise UsageError(f"{name} must be in 0..{_U32_MAX}, got {value}")
+    if not 0 <= value <= maximum:
+        raise UsageError(f"{name} must be in 0..{maximum}, got {value}")
     return value
 
 
