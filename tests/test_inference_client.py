@@ -867,6 +867,10 @@ def test_cli_refuses_without_a_pinned_enclave_or_with_the_wrong_one(
     assert code == EXIT_USAGE and "--mrenclave" in err
     code, _, err = _run(infer_command, [*base, "--mrenclave", "00" * 32], capsys)
     assert code == EXIT_VERIFICATION and "mr_enclave" in err and len(err.strip().splitlines()) == 1
+    # The simulated collateral has TCB evaluation data number 17: a minimum above it refuses the enclave.
+    recovered = [*base, "--mrenclave", MR_ENCLAVE.hex(), "--min-tcb-evaluation-data-number", "18"]
+    code, _, err = _run(infer_command, recovered, capsys)
+    assert code == EXIT_VERIFICATION and "TCB evaluation data number 17 is below the minimum 18" in err
     code, _, err = _run(
         infer_command,
         ["--url", url, "--model", "mlp", "--input", str(tmp_path / "x.npy"), "--mrenclave", MR_ENCLAVE.hex()],

@@ -22,6 +22,7 @@ from enklave.attestation.sources import HttpxTransport
 from enklave.attestation.tokens import HttpJwksSource, TokenVerifier
 from enklave.attestation.trust import TrustedRoot
 from enklave.cli._io import read_file
+from enklave.cli._policy import min_tcb_evaluation_data_number_option
 from enklave.errors import BadDataError, TransportError, UsageError
 from enklave.inference.client import Attestation, Client
 from enklave.platform.simulated import simulated_root
@@ -43,6 +44,7 @@ class TrustOptions:
     mrsigner: tuple[str, ...]
     isv_prod_id: int | None
     min_svn: int | None
+    min_tcb_eval: int | None
     allow_debug: bool
     allow_simulated: bool
     roots: tuple[str, ...]
@@ -61,6 +63,7 @@ def trust_options(command: _F) -> _F:
         click.option("--mrsigner", multiple=True, metavar="HEX", help="Accept only this MRSIGNER (repeat: one of)."),
         click.option("--isv-prod-id", type=click.IntRange(0, 0xFFFF), help="Required ISV product id."),
         click.option("--min-svn", type=click.IntRange(0, 0xFFFF), help="Minimum ISV security version."),
+        min_tcb_evaluation_data_number_option,
         click.option("--allow-debug", is_flag=True, help="Accept a debug enclave (never in production)."),
         click.option(
             "--allow-simulated", is_flag=True,
@@ -109,6 +112,8 @@ def _policy(trust: TrustOptions) -> EnclavePolicy:
         arguments["isv_prod_id"] = trust.isv_prod_id
     if trust.min_svn is not None:
         arguments["min_isv_svn"] = trust.min_svn
+    if trust.min_tcb_eval is not None:
+        arguments["min_tcb_evaluation_data_number"] = trust.min_tcb_eval
     return EnclavePolicy(**arguments)
 
 

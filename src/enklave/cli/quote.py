@@ -15,6 +15,7 @@ from enklave.attestation.verified import VerifiedQuote
 from enklave.attestation.verify import verify_quote
 from enklave.cli._errors import EXIT_VERIFICATION, fail, hint
 from enklave.cli._io import decode_evidence, parse_time, read_file
+from enklave.cli._policy import min_tcb_evaluation_data_number_option
 from enklave.errors import InvalidQuote, PolicyError, UsageError, VerificationError
 from enklave.platform.simulated import SimulatedCollateralSource, simulated_root
 from enklave.sgx.oe import unwrap_evidence
@@ -125,13 +126,7 @@ def show(file: str, as_json: bool) -> None:
     help="Accepted TCB status (repeatable; default UpToDate and SWHardeningNeeded).",
 )
 @click.option("--reject-advisory", multiple=True, metavar="ID", help="Reject if this advisory applies.")
-@click.option(
-    "--min-tcb-evaluation-data-number",
-    "min_tcb_eval",
-    type=click.IntRange(0, 0xFFFF_FFFF),
-    metavar="N",
-    help="Refuse collateral older than the TCB recovery that raised Intel's tcbEvaluationDataNumber to N.",
-)
+@min_tcb_evaluation_data_number_option
 @click.option("--report-data", metavar="HEX", help="Required report data (zero-padded to 64 bytes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_context
