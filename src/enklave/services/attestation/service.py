@@ -182,12 +182,10 @@ class AttestationService:
         self._source = config.collateral_source or self._default_source()
 
     def _default_source(self) -> CollateralSource:
-        pcs = PcsCollateralSource(self.config.pcs_url)
+        source: CollateralSource = PcsCollateralSource(self.config.pcs_url)
         if self.config.allow_simulated:
-            return CachingCollateralSource(
-                _FirstOf(SimulatedCollateralSource(self.config.home), pcs), max_age=SERVICE_MAX_AGE
-            )
-        return CachingCollateralSource(pcs, max_age=SERVICE_MAX_AGE)
+            source = _FirstOf(SimulatedCollateralSource(self.config.home), source)
+        return CachingCollateralSource(source, max_age=SERVICE_MAX_AGE)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
