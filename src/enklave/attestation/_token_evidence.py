@@ -59,10 +59,10 @@ class TokenEvidence:
             raise _missing(attribute, claim, value, f"{size} bytes as hex")
         return bytes.fromhex(value)
 
-    def _u16_claim(self, attribute: str, claim: str) -> int:
+    def _uint_claim(self, attribute: str, claim: str, maximum: int = _U16_MAX) -> int:
         value = self.claims.get(claim)
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _U16_MAX:
-            raise _missing(attribute, claim, value, f"an integer in 0..{_U16_MAX}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+            raise _missing(attribute, claim, value, f"an integer in 0..{maximum}")
         return value
 
     def _bool_claim(self, attribute: str, claim: str) -> bool:
@@ -90,12 +90,12 @@ class TokenEvidence:
     @property
     def isv_prod_id(self) -> int:
         """The ISV product id, from ``x-ms-sgx-product-id``."""
-        return self._u16_claim("isv_prod_id", "x-ms-sgx-product-id")
+        return self._uint_claim("isv_prod_id", "x-ms-sgx-product-id")
 
     @property
     def isv_svn(self) -> int:
         """The ISV security version, from ``x-ms-sgx-svn``."""
-        return self._u16_claim("isv_svn", "x-ms-sgx-svn")
+        return self._uint_claim("isv_svn", "x-ms-sgx-svn")
 
     @property
     def debug(self) -> bool:
@@ -132,15 +132,7 @@ class TokenEvidence:
     def tcb_evaluation_data_number(self) -> int:
         """The collateral's TCB evaluation data number, from enklave's ``x-enklave-tcb-evaluation-data-number``
         (tokens of other services lack it, so a policy that requires a minimum rejects them)."""
-        value = self.claims.get(CLAIM_TCB_EVALUATION_DATA_NUMBER)
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _U32_MAX:
-            raise _missing(
-                "tcb_evaluation_data_number",
-                CLAIM_TCB_EVALUATION_DATA_NUMBER,
-                value,
-                "a non-negative integer",
-            )
-        return value
+        return self._uint_claim("tcb_evaluation_data_number", CLAIM_TCB_EVALUATION_DATA_NUMBER, _U32_MAX)
 
     @property
     def simulated(self) -> bool:
