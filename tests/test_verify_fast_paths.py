@@ -110,9 +110,9 @@ def test_each_issuance_signature_is_checked_once_per_verification(
     checked: list[tuple[bytes, bytes]] = []
     original = _pki.check_issued_by
 
-    def counting(what, cert, issuer, signed=None, issuer_signed=None):  # type: ignore[no-untyped-def]
+    def counting(what, cert, issuer, signed=None, issuer_signed=None, pending=None):  # type: ignore[no-untyped-def]
         checked.append((cert.public_bytes(Encoding.DER), issuer.public_bytes(Encoding.DER)))
-        original(what, cert, issuer, signed, issuer_signed)
+        original(what, cert, issuer, signed, issuer_signed, pending)
 
     monkeypatch.setattr(_pki, "check_issued_by", counting)
     verify_quote(real_quote, real_collateral, now=REAL_INSIDE)

@@ -7,16 +7,18 @@ a failed verification says which certificate, CRL or structure failed and why.
 from __future__ import annotations
 
 import binascii
+import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import TracebackType
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from enklave._x509 import DECODE_ERRORS
@@ -24,6 +26,7 @@ from enklave.attestation._signed_der import ECDSA_WITH_SHA256_DER, SignedObject
 from enklave.attestation.trust import TrustedRoot
 from enklave.errors import (
     CertificateChainError,
+    EnklaveError,
     ExpiredError,
     InvalidCollateral,
     InvalidQuote,
@@ -32,7 +35,79 @@ from enklave.errors import (
     UntrustedRootError,
 )
 
-_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_ECDSA_SHA256_PREHASHED = ec.ECDSA(Prehashed(hashes.SHA256()))
+
+
+def _verify_ecdsa_sha256(key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes) -> None:
+    """``key.verify(signature, data, ECDSA(SHA256()))``, raising InvalidSignature the same way.
+
+    The digest is taken with hashlib and handed over as prehashed: the same check, but it spares the library a
+    digest context per call, about 2 µs of each of the nine verifications of an uncached quote.
+    """
+    key.verify(signature, hashlib.sha256(data).digest(), _ECDSA_SHA256_PREHASHED)
+
+
+class Signatures:
+    """ECDSA-SHA256 signature checks queued during one verification, to be run in order by :meth:`check`.
+
+    A verification queues its signatures as it meets them and runs its other checks meanwhile; it must call
+    :meth:`check` before it returns a result, and also before it raises any other error, so that the failure it
+    reports is the first one in the order of its steps, exactly as if every signature had been checked where it
+    was queued. Running the nine P-256 verifications of a quote back
+    to back, with the library's code and tables warm, makes an uncached verification about 3% faster.
+
+    Used as a context manager, it runs :meth:`check` on leaving the block, normally or with an
+    :class:`~enklave.errors.EnklaveError` (which a failing queued signature then replaces)::
+
+        with Signatures() as pending:
+            result = steps(..., pending)
+        return result  # only reached when every queued signature verified
+    """
+
+    __slots__ = ("_queue",)
+
+    def __init__(self) -> None:
+        self._queue: list[tuple[ec.EllipticCurvePublicKey, bytes, bytes, Callable[[], EnklaveError]]] = []
+
+    def __enter__(self) -> Signatures:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if kind is None or issubclass(kind, EnklaveError):
+            self.check()
+
+    def add(
+        self, key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes, error: Callable[[], EnklaveError]
+    ) -> None:
+        """Queue the check of ``signature`` over ``data``; ``error()`` builds what to raise if it fails."""
+        self._queue.append((key, signature, data, error))
+
+    def check(self) -> None:
+        """Verify the queued signatures in order and empty the queue; raise the first one's error on failure."""
+        queue, self._queue = self._queue, []
+        for key, signature, data, error in queue:
+            try:
+                _verify_ecdsa_sha256(key, signature, data)
+            except InvalidSignature as exc:
+                raise error() from exc
+
+
+def _verify_or_queue(
+    pending: Signatures | None,
+    key: ec.EllipticCurvePublicKey,
+    signature: bytes,
+    data: bytes,
+    error: Callable[[], EnklaveError],
+) -> None:
+    if pending is not None:
+        pending.add(key, signature, data, error)
+        return
+    try:
+        _verify_ecdsa_sha256(key, signature, data)
+    except InvalidSignature as exc:
+        raise error() from exc
 
 
 @dataclass(slots=True)
@@ -87,19 +162,23 @@ def check_issued_by(
     issuer: x509.Certificate,
     signed: SignedObject | None = None,
     issuer_signed: SignedObject | None = None,
+    pending: Signatures | None = None,
 ) -> None:
     """Check that ``issuer`` is a CA that signed ``cert`` (issuer name and signature).
 
     ``signed`` and ``issuer_signed`` hold the DER each certificate was parsed from, when the caller has it;
     without it the certificate is encoded again, which gives the same bytes (the parser takes strict DER only).
+    With ``pending``, an ECDSA-SHA256 signature is queued there instead of being checked now.
     """
     try:
-        _check_issued_by(what, cert, issuer, signed, issuer_signed)
+        _check_issued_by(what, cert, issuer, signed, issuer_signed, pending)
     except (InvalidSignature, *DECODE_ERRORS) as exc:
         # Certificates parse lazily: a malformed name, extension or algorithm surfaces here as ValueError.
-        raise CertificateChainError(
-            f"{what} is not issued by {subject_of(issuer)}: {str(exc) or 'bad signature'}"
-        ) from exc
+        raise _not_issued_by(what, issuer, str(exc)) from exc
+
+
+def _not_issued_by(what: str, issuer: x509.Certificate, reason: str = "") -> CertificateChainError:
+    return CertificateChainError(f"{what} is not issued by {subject_of(issuer)}: {reason or 'bad signature'}")
 
 
 def _check_issued_by(
@@ -108,6 +187,7 @@ def _check_issued_by(
     issuer: x509.Certificate,
     signed: SignedObject | None,
     issuer_signed: SignedObject | None,
+    pending: Signatures | None,
 ) -> None:
     try:
         constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -128,14 +208,16 @@ def _check_issued_by(
     if issuer_name != _subject_der(issuer_signed) and cert.issuer != subject:
         raise CertificateChainError(f"{what} names another issuer than {subject_of(issuer)}")
     key = issuer.public_key()
-    # Every SGX certificate is signed with ECDSA-SHA256; reusing one ECDSA object saves a construction each.
-    signature_algorithm: ec.ECDSA | None = _ECDSA_SHA256
-    if algorithm != ECDSA_WITH_SHA256_DER:
-        hash_algorithm = cert.signature_hash_algorithm
-        signature_algorithm = None if hash_algorithm is None else ec.ECDSA(hash_algorithm)
-    if not isinstance(key, ec.EllipticCurvePublicKey) or signature_algorithm is None:
+    if not isinstance(key, ec.EllipticCurvePublicKey):
         raise CertificateChainError(f"{what} is not signed with ECDSA by {subject_of(issuer)}")
-    key.verify(signature, tbs, signature_algorithm)
+    # Every SGX certificate is signed with ECDSA-SHA256, which takes the fast path.
+    if algorithm == ECDSA_WITH_SHA256_DER:
+        _verify_or_queue(pending, key, signature, tbs, lambda: _not_issued_by(what, issuer))
+        return
+    hash_algorithm = cert.signature_hash_algorithm
+    if hash_algorithm is None:
+        raise CertificateChainError(f"{what} is not signed with ECDSA by {subject_of(issuer)}")
+    key.verify(signature, tbs, ec.ECDSA(hash_algorithm))
 
 
 def _subject_der(signed: SignedObject | None) -> bytes | None:
@@ -160,6 +242,7 @@ def check_chain(
     window: Window,
     verified: Issued | None = None,
     signed: Sequence[SignedObject] | None = None,
+    pending: Signatures | None = None,
 ) -> tuple[TrustedRoot, Sequence[x509.Certificate]]:
     """Verify a chain given leaf first, whose last element is (or is issued by) one of ``roots``.
 
@@ -169,6 +252,7 @@ def check_chain(
     ``signed``, when given, holds the original DER of each certificate of ``chain``. ``verified`` then
     remembers the (certificate, issuer) pairs already checked within one verification, because the
     collateral's chains share certificates (the PCK CA and the TCB signing certificate appear twice).
+    With ``pending``, the issuance signatures are queued there (see :class:`Signatures`).
     """
     if not chain:
         raise InvalidCollateral(f"{what}: empty certificate chain")
@@ -195,7 +279,7 @@ def check_chain(
         # Bytes cache their hash, so looking a pair of DER encodings up costs a fraction of a microsecond.
         pair = None if cert_signed is None or issuer_signed is None else (cert_signed.der, issuer_signed.der)
         if verified is None or pair is None or pair not in verified:
-            check_issued_by(f"{what}: certificate {index}", cert, issuer, cert_signed, issuer_signed)
+            check_issued_by(f"{what}: certificate {index}", cert, issuer, cert_signed, issuer_signed, pending)
             if verified is not None and pair is not None:
                 verified.add(pair)
         # The validity window, as check_certificate_time checks it, with the message built only on failure.
@@ -336,43 +420,46 @@ def check_crl(
     now: datetime,
     window: Window,
     signed: SignedObject | None = None,
+    pending: Signatures | None = None,
 ) -> None:
     """Check a CRL's signature by ``issuer`` and its thisUpdate/nextUpdate window.
 
     ``signed`` holds the DER the CRL was parsed from, when the caller has it. The signature alone binds the
     CRL to its issuer: comparing names as well would add cost on the hot path and no assurance, since only the
-    issuer's key can produce the signature.
+    issuer's key can produce the signature. With ``pending``, an ECDSA-SHA256 signature on the original DER is
+    queued there instead of being checked now.
     """
     key = issuer.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not _crl_signature_valid(crl, key, signed):
-        raise SignatureError(f"{what}: signature does not verify with {subject_of(issuer)}")
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise _crl_not_signed_by(what, issuer)
+    parts = _ecdsa_sha256_parts(signed)
+    if parts is not None:
+        tbs, signature = parts
+        _verify_or_queue(pending, key, signature, tbs, lambda: _crl_not_signed_by(what, issuer))
+    elif not crl.is_signature_valid(key):
+        # A layout this reader does not take, or another algorithm, gets the library's own answer (which also
+        # refuses inner and outer algorithms that differ).
+        raise _crl_not_signed_by(what, issuer)
     next_update = crl.next_update_utc
     if next_update is None:
         raise InvalidCollateral(f"{what} has no nextUpdate")
     check_time(what, crl.last_update_utc, next_update, now, window)
 
 
-def _crl_signature_valid(
-    crl: x509.CertificateRevocationList, key: ec.EllipticCurvePublicKey, signed: SignedObject | None
-) -> bool:
-    """What ``crl.is_signature_valid(key)`` answers, checked on the CRL's original DER when it is at hand."""
+def _crl_not_signed_by(what: str, issuer: x509.Certificate) -> SignatureError:
+    return SignatureError(f"{what}: signature does not verify with {subject_of(issuer)}")
+
+
+def _ecdsa_sha256_parts(signed: SignedObject | None) -> tuple[bytes, bytes] | None:
+    """The TBS bytes and signature of an object signed with ECDSA-SHA256 (inner and outer algorithms alike, as
+    ``is_signature_valid`` requires), read from its original DER; None when it is not at hand or not such."""
     if signed is None:
-        return crl.is_signature_valid(key)
+        return None
     try:
         tbs, algorithm, signature, _, _ = signed.parts()
     except ValueError:
-        # A layout this reader does not take (or inner and outer algorithms that differ, which
-        # is_signature_valid refuses too) gets the library's own answer.
-        return crl.is_signature_valid(key)
-    if algorithm != ECDSA_WITH_SHA256_DER:
-        return crl.is_signature_valid(key)
-    # The same inner/outer algorithm check and ECDSA-SHA256 verification as is_signature_valid, straight on
-    # the signed bytes: it spares that call's re-encoding of the TBS.
-    try:
-        key.verify(signature, tbs, _ECDSA_SHA256)
-    except InvalidSignature:
-        return False
-    return True
+        return None
+    return (tbs, signature) if algorithm == ECDSA_WITH_SHA256_DER else None
 
 
 def check_not_revoked(what: str, cert: x509.Certificate, crl: x509.CertificateRevocationList) -> None:
@@ -384,15 +471,19 @@ def check_not_revoked(what: str, cert: x509.Certificate, crl: x509.CertificateRe
         raise RevokedError(f"{what} (serial {cert.serial_number:x}) is revoked")
 
 
-def verify_raw_signature(what: str, key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes) -> None:
-    """Verify an ECDSA-SHA256 signature given as 64 bytes r || s (the SGX encoding)."""
+def verify_raw_signature(
+    what: str,
+    key: ec.EllipticCurvePublicKey,
+    signature: bytes,
+    data: bytes,
+    pending: Signatures | None = None,
+) -> None:
+    """Verify an ECDSA-SHA256 signature given as 64 bytes r || s (the SGX encoding); with ``pending``, queue it
+    there instead."""
     if len(signature) != 64:
         raise SignatureError(f"{what}: signature must be 64 bytes, got {len(signature)}")
     der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
-    try:
-        key.verify(der, data, _ECDSA_SHA256)
-    except InvalidSignature as exc:
-        raise SignatureError(f"{what}: signature does not verify") from exc
+    _verify_or_queue(pending, key, der, data, lambda: SignatureError(f"{what}: signature does not verify"))
 
 
 def p256_key_from_raw(what: str, raw: bytes) -> ec.EllipticCurvePublicKey:

@@ -18,6 +18,10 @@ numbered as in the comments below:
 10. The platform TCB level is selected with the PCK certificate's TCB components and PCESVN.
 11. The platform and QE statuses converge into one TCB status, and their advisory IDs are merged.
 
+The nine ECDSA signatures of steps 1 to 4, 6 and 9 are queued as the steps meet them and checked together once
+the other checks passed (:class:`~enklave.attestation._pki.Signatures`); before any other failure is raised, the
+signatures queued ahead of it are checked, so the error reported is always the first one in this order.
+
 :class:`QuoteVerifier` caches what does not depend on the quote itself (steps 1-3 per collateral object, and
 steps 4, 5 and 10 per PCK chain) for as long as every object involved stays valid; a cached result is never
 used outside its validity window, so expiry is detected exactly as without the cache.
@@ -118,6 +122,15 @@ class QuoteVerifier:
         """Verify ``quote`` with ``collateral`` at time ``now`` (timezone-aware); raise on any failure."""
         if now.tzinfo is None:
             raise UsageError("now must be timezone-aware (UTC)")
+        # The signatures are queued as the steps meet them and checked together on leaving the block, before any
+        # other failure is raised and before the result is returned (see _pki.Signatures).
+        with _pki.Signatures() as pending:
+            verified = self._verify(quote, collateral, now, pending)
+        return verified
+
+    def _verify(
+        self, quote: bytes | Quote, collateral: QuoteCollateral, now: datetime, pending: _pki.Signatures
+    ) -> VerifiedQuote:
         parsed = quote if isinstance(quote, Quote) else Quote.from_bytes(quote)
         header = parsed.header
         if header.qe_vendor_id != INTEL_QE_VENDOR_ID:
@@ -130,11 +143,13 @@ class QuoteVerifier:
             pck = self._pck_check(parsed, checked, now)
         else:
             # Without a cache, skip the lookups (hashing the PEM chain for a key alone costs microseconds).
-            checked = _check_collateral(collateral, self._roots, now)
-            pck = _check_pck(_pck_chain_source(parsed, collateral), checked, now)
+            checked = _check_collateral(collateral, self._roots, now, pending)
+            pck = _check_pck(_pck_chain_source(parsed, collateral), checked, now, pending)
 
         # 6. The QE report is signed by the PCK key.
-        _pki.verify_raw_signature("QE report", pck.key, parsed.qe_report_signature, parsed.qe_report_raw)
+        _pki.verify_raw_signature(
+            "QE report", pck.key, parsed.qe_report_signature, parsed.qe_report_raw, pending
+        )
 
         # 7. The QE report data binds the attestation key and the QE auth data.
         expected = hashlib.sha256(parsed.attestation_key + parsed.qe_auth_data).digest() + bytes(32)
@@ -162,7 +177,7 @@ class QuoteVerifier:
 
         # 9. The quote is signed by the attestation key.
         attestation_key = _pki.p256_key_from_raw("attestation key", parsed.attestation_key)
-        _pki.verify_raw_signature("quote", attestation_key, parsed.signature, parsed.signed_bytes)
+        _pki.verify_raw_signature("quote", attestation_key, parsed.signature, parsed.signed_bytes, pending)
 
         # 11. Converge the platform and QE statuses.
         status = converge_status(pck.level.tcb_status, qe_level.tcb_status)
@@ -199,7 +214,9 @@ class QuoteVerifier:
             cached = self._collateral_cache.get(key)
         if cached is not None and cached.collateral is collateral and cached.window.contains(now):
             return cached
-        checked = _check_collateral(collateral, self._roots, now)
+        # A check is cached only once its signatures verified.
+        with _pki.Signatures() as signatures:
+            checked = _check_collateral(collateral, self._roots, now, signatures)
         self._remember(self._collateral_cache, key, checked)
         return checked
 
@@ -210,7 +227,8 @@ class QuoteVerifier:
             cached = self._pck_cache.get(key)
         if cached is not None and cached.window.contains(now):
             return cached
-        result = _check_pck(chain_pem, checked, now)
+        with _pki.Signatures() as signatures:
+            result = _check_pck(chain_pem, checked, now, signatures)
         self._remember(self._pck_cache, key, result)
         return result
 
@@ -238,7 +256,7 @@ def _masked(value: bytes, mask: bytes) -> bytes:
 
 
 def _check_collateral(
-    collateral: QuoteCollateral, roots: Sequence[TrustedRoot], now: datetime
+    collateral: QuoteCollateral, roots: Sequence[TrustedRoot], now: datetime, pending: _pki.Signatures
 ) -> _CollateralCheck:
     window = _full_window()
     issued: _pki.Issued = set()
@@ -248,15 +266,15 @@ def _check_collateral(
     # 1. Root of trust: the PCK CRL issuer chain fixes the root every other chain must end in.
     crl_chain = collateral.pck_crl_issuer_chain
     root, below = _pki.check_chain(
-        "PCK CRL issuer chain", crl_chain, roots, now, window, issued, der.pck_crl_issuer_chain
+        "PCK CRL issuer chain", crl_chain, roots, now, window, issued, der.pck_crl_issuer_chain, pending
     )
 
     # 2. CRLs: the root CA CRL is issued by the root; the PCK CRL by the PCK CA that the chain certifies.
     root_crl = collateral.root_ca_crl
-    _pki.check_crl("root CA CRL", root_crl, root.certificate, now, window, der.root_ca_crl)
+    _pki.check_crl("root CA CRL", root_crl, root.certificate, now, window, der.root_ca_crl, pending)
     pck_ca = _single_below_root("PCK CRL issuer chain", below, 1)[0]
     _pki.check_not_revoked("PCK CA of the PCK CRL issuer chain", pck_ca, root_crl)
-    _pki.check_crl("PCK CRL", collateral.pck_crl, pck_ca, now, window, der.pck_crl)
+    _pki.check_crl("PCK CRL", collateral.pck_crl, pck_ca, now, window, der.pck_crl, pending)
 
     # 3. TCB info and QE identity: signing chains, revocation, signatures over the signed text, validity.
     chain_roots = (root,)
@@ -270,14 +288,14 @@ def _check_collateral(
         ),
     ):
         chain_root, below = _pki.check_chain(
-            f"{what} issuer chain", chain, chain_roots, now, window, issued, ders
+            f"{what} issuer chain", chain, chain_roots, now, window, issued, ders, pending
         )
         if chain_root is not root:
             raise CertificateChainError(f"the {what} issuer chain ends in another root than the PCK chain")
         signer = _single_below_root(f"{what} issuer chain", below, 1)[0]
         _pki.check_not_revoked(f"{what} signing certificate", signer, root_crl)
         key = _pki.ec_public_key(f"{what} signing certificate", signer)
-        _pki.verify_raw_signature(what, key, signed.signature, signed.body)
+        _pki.verify_raw_signature(what, key, signed.signature, signed.body, pending)
         _pki.check_time(what, signed.issue_date, signed.next_update, now, window)
     if collateral.qe_identity.id != "QE":
         raise CollateralMismatchError(f"the QE identity is for {collateral.qe_identity.id!r}, not the SGX QE")
@@ -309,7 +327,9 @@ def _pck_chain_source(quote: Quote, collateral: QuoteCollateral) -> bytes:
     )
 
 
-def _check_pck(chain_pem: bytes, checked: _CollateralCheck, now: datetime) -> _PckCheck:
+def _check_pck(
+    chain_pem: bytes, checked: _CollateralCheck, now: datetime, pending: _pki.Signatures
+) -> _PckCheck:
     collateral = checked.collateral
     window = _full_window()
     # The quote usually carries the PCK CRL issuer chain's exact text after its leaf: that part is not decoded
@@ -324,7 +344,7 @@ def _check_pck(chain_pem: bytes, checked: _CollateralCheck, now: datetime) -> _P
     # 4. PCK chain: issuance up to the collateral's root, validity, revocation by the root CA and PCK CRLs.
     issued = set(checked.issued)
     root, below = _pki.check_chain(
-        "PCK certificate chain", chain, (checked.root,), now, window, issued, signed
+        "PCK certificate chain", chain, (checked.root,), now, window, issued, signed, pending
     )
     if root is not checked.root:
         raise CertificateChainError("the PCK chain ends in another root than the collateral")
