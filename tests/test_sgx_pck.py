@@ -13,8 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from enklave.errors import InvalidQuote, UsageError
+from enklave.sgx import _der
 from enklave.sgx._der import MAX_DEPTH, DerError
 from enklave.sgx.pck import (
+    _KNOWN_OIDS,
     MAX_EXTENSION_SIZE,
     SGX_EXTENSIONS_OID,
     PckConfiguration,
@@ -466,6 +468,36 @@ def test_mutations_only_raise_invalid_quote(raw: bytes, edits: list[tuple[str, i
         elif data:
             del data[index]
     _parse_or_invalid(bytes(data))
+
+
+def _entry_outcome(read, data: bytes, end: int):  # type: ignore[no-untyped-def]
+    try:
+        return read(data, 0, end, _KNOWN_OIDS)
+    except DerError as exc:
+        return exc.reason, exc.offset
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.sampled_from(sorted(_KNOWN_OIDS)),
+    st.binary(max_size=6),
+    st.lists(st.tuples(st.integers(0, 40), st.integers(0, 255)), max_size=3),
+    st.integers(0, 3),
+)
+def test_the_short_entry_path_reads_as_the_general_one(
+    oid: bytes, value: bytes, edits: list[tuple[int, int]], cut: int
+) -> None:
+    # A well-formed SEQUENCE { known OID, OCTET STRING } with up to three bytes changed (structure and lengths
+    # included) and the enclosing end moved in: read_entry, with its short-entry comparisons, returns or refuses
+    # exactly as the element-by-element reader.
+    inner = b"\x06" + bytes([len(oid)]) + oid + b"\x04" + bytes([len(value)]) + value
+    data = bytearray(b"\x30" + bytes([len(inner)]) + inner + b"\x05\x00")
+    for position, byte in edits:
+        data[position % len(data)] = byte
+    end = max(0, len(data) - cut)
+    assert _entry_outcome(_der.read_entry, bytes(data), end) == _entry_outcome(
+        _der._read_any_entry, bytes(data), end
+    )
 
 
 def test_every_single_byte_flip_is_rejected_or_reparsed() -> None:

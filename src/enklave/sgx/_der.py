@@ -207,6 +207,27 @@ def read_entry(data: bytes, pos: int, end: int, known_oids: frozenset[bytes]) ->
     The value must be the single element that fills the rest of the entry. OIDs in ``known_oids`` are
     well-formed by construction, so only other OIDs pay for the per-octet encoding check.
     """
+    # Most entries are small: the entry, its OID and its value each use the short length form. For such an entry
+    # with a known OID, these few comparisons are every check the general path below makes; anything else
+    # (including every malformation) goes through it.
+    if pos + 4 <= end and data[pos] == TAG_SEQUENCE and data[pos + 2] == TAG_OID:
+        length, oid_length = data[pos + 1], data[pos + 3]
+        stop = pos + 2 + length
+        value_pos = pos + 4 + oid_length
+        if length < 0x80 and oid_length < 0x80 and stop <= end and value_pos + 2 <= stop:
+            oid = data[pos + 4 : value_pos]
+            value_tag = data[value_pos]
+            if (
+                oid in known_oids
+                and value_tag & _NUMBER_MASK != _NUMBER_MASK
+                and data[value_pos + 1] == stop - value_pos - 2
+            ):
+                return (oid, value_pos, value_tag, value_pos + 2, stop), stop
+    return _read_any_entry(data, pos, end, known_oids)
+
+
+def _read_any_entry(data: bytes, pos: int, end: int, known_oids: frozenset[bytes]) -> tuple[Entry, int]:
+    """:func:`read_entry` for every entry, element by element."""
     start, stop = expect(data, pos, end, TAG_SEQUENCE, "entry")
     oid_start, value_pos = expect(data, start, stop, TAG_OID, "entry OID")
     oid = data[oid_start:value_pos]
