@@ -23,6 +23,8 @@ from enklave.sgx.pck import (
     PckExtension,
     PckTcb,
     SgxType,
+    _parse_canonical,
+    _parse_entries,
 )
 
 ASSETS = Path(__file__).parent / "assets"
@@ -468,6 +470,62 @@ def test_mutations_only_raise_invalid_quote(raw: bytes, edits: list[tuple[str, i
         elif data:
             del data[index]
     _parse_or_invalid(bytes(data))
+
+
+# A Platform CA certificate (platform instance ID and configuration): the PCK leaf of the real TDX quote.
+PLATFORM_RAW = _raw_extension(_first_pem_certificate((ASSETS / "phala-dcap-qvl" / "tdx_quote").read_bytes()))
+REAL_RAWS = [QUOTE_RAW, SAMPLE_RAW, PLATFORM_RAW]
+
+
+def _agrees_with_the_entry_parser(data: bytes) -> bool:
+    """True when the one-match reader declines ``data`` or reads it exactly as the entry-by-entry parser."""
+    canonical = _parse_canonical(data)
+    if canonical is None:
+        return False
+    assert canonical == _parse_entries(data)
+    return True
+
+
+def test_real_extensions_are_read_in_one_match() -> None:
+    assert all(_agrees_with_the_entry_parser(raw) for raw in REAL_RAWS)
+    assert _parse_canonical(PLATFORM_RAW).configuration == PckConfiguration(True, True, True)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("raw", REAL_RAWS, ids=["processor", "intel-sample", "platform"])
+def test_one_match_reads_every_flipped_byte_as_the_entry_parser(raw: bytes) -> None:
+    # Changed content (an SVN, the FMSPC) is still read in one match; changed structure (a length, a tag, an
+    # OID) is declined and left to the entry parser, which reads or refuses it.
+    taken = 0
+    for index in range(len(raw)):
+        for bit in (0x01, 0x80):
+            data = bytearray(raw)
+            data[index] ^= bit
+            taken += _agrees_with_the_entry_parser(bytes(data))
+    assert 0 < taken < 2 * len(raw)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(REAL_RAWS),
+    st.lists(
+        st.tuples(st.sampled_from(["set", "insert", "delete"]), st.integers(0, 560), st.integers(0, 255)),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_one_match_agrees_with_the_entry_parser_on_mutations(
+    raw: bytes, edits: list[tuple[str, int, int]]
+) -> None:
+    data = bytearray(raw)
+    for kind, position, value in edits:
+        index = position % (len(data) or 1)
+        if kind == "set":
+            data[index] = value
+        elif kind == "insert":
+            data.insert(index, value)
+        elif data:
+            del data[index]
+    _agrees_with_the_entry_parser(bytes(data))
 
 
 def _entry_outcome(read, data: bytes, end: int):  # type: ignore[no-untyped-def]
