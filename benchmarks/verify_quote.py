@@ -2,8 +2,14 @@
 
 Runs both in the same process and compares them in alternating bursts: for each enklave configuration, a round
 runs a burst of dcap-qvl calls, then a burst of enklave calls, and so on for about twice ``--seconds``, and
-takes the ratio of the two rates. Bursts of a few tens of milliseconds put both sides through the same state of
-the machine, so the drift of a shared VM (10% or more from one second to the next) cancels out of each ratio.
+takes the ratio of the two rates. Bursts of a fraction of a second put both sides through the same state of the
+machine, so the drift of a shared VM (10% or more from one second to the next) cancels out of each ratio.
+
+Each burst starts with ``--warmup`` untimed calls: right after the other library ran, the first calls are slower
+(the other one's code and data took the CPU caches), and enklave's Python takes about ten calls to get back to its
+steady rate where dcap-qvl takes one. A verifier serving many quotes runs in that steady state, which is what the
+rates and ratios describe. The script also prints the median time of the first call after a switch, for both.
+
 It prints the median verifications per second and, for each configuration, the median of its per-round ratios
 to dcap-qvl with their range:
 
@@ -15,7 +21,7 @@ to dcap-qvl with their range:
   as a verifier serving many quotes would; each call still parses the quote and checks the QE report
   signature, the QE binding, the QE identity and the quote signature.
 
-Usage: python benchmarks/verify_quote.py [--seconds 1] [--rounds 5] [--burst 20] [--json]
+Usage: python benchmarks/verify_quote.py [--seconds 1] [--rounds 5] [--burst 100] [--warmup 20] [--json]
 (needs the test extras, for dcap-qvl)
 """
 
@@ -27,6 +33,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,25 +45,40 @@ ASSETS = Path(__file__).resolve().parent.parent / "tests" / "assets" / "phala-dc
 NOW = datetime(2025, 7, 1, tzinfo=UTC)
 
 
-def paired_rates(
-    baseline: Callable[[], object], candidate: Callable[[], object], seconds: float, burst: int
-) -> tuple[float, float]:
-    """Calls per second of ``baseline`` and ``candidate``, timed in alternating bursts of ``burst`` calls each for
-    about ``2 * seconds`` in all (after a short warm-up of both)."""
-    for _ in range(20):
-        baseline()
-        candidate()
-    clock = time.perf_counter
-    spent = [0.0, 0.0]
-    calls = 0
-    while spent[0] + spent[1] < 2 * seconds:
-        for side, function in enumerate((baseline, candidate)):
+@dataclass
+class _Side:
+    """One side's timed calls, and the durations of the first call of each burst (right after a switch)."""
+
+    function: Callable[[], object]
+    calls: int = 0
+    spent: float = 0.0
+    first_calls: list[float] = field(default_factory=list)
+
+    def burst(self, warmup: int, burst: int) -> None:
+        clock = time.perf_counter
+        function = self.function
+        for index in range(warmup):
             start = clock()
-            for _ in range(burst):
-                function()
-            spent[side] += clock() - start
-        calls += burst
-    return calls / spent[0], calls / spent[1]
+            function()
+            if index == 0:
+                self.first_calls.append(clock() - start)
+        start = clock()
+        for _ in range(burst):
+            function()
+        self.spent += clock() - start
+        self.calls += burst
+
+
+def paired_rates(
+    baseline: Callable[[], object], candidate: Callable[[], object], seconds: float, burst: int, warmup: int
+) -> tuple[_Side, _Side]:
+    """``baseline`` and ``candidate`` timed in alternating bursts of ``burst`` calls each, each burst after
+    ``warmup`` untimed calls, for about ``2 * seconds`` of timed calls in all."""
+    sides = _Side(baseline), _Side(candidate)
+    while sides[0].spent + sides[1].spent < 2 * seconds:
+        for side in sides:
+            side.burst(warmup, burst)
+    return sides
 
 
 def main() -> None:
@@ -65,14 +87,17 @@ def main() -> None:
         "--seconds",
         type=float,
         default=1.0,
-        help="each round runs about twice this long per configuration, both sides together (default 1)",
+        help="each round times about twice this long per configuration, both sides together (default 1)",
     )
     parser.add_argument("--rounds", type=int, default=5, help="rounds of measurements (default 5)")
-    parser.add_argument("--burst", type=int, default=20, help="calls per burst (default 20)")
+    parser.add_argument("--burst", type=int, default=100, help="timed calls per burst (default 100)")
+    parser.add_argument(
+        "--warmup", type=int, default=20, help="untimed calls before each burst, after a switch (default 20)"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
-    if args.seconds <= 0 or args.rounds < 1 or args.burst < 1:
-        parser.error("--seconds must be positive, --rounds and --burst at least 1")
+    if args.seconds <= 0 or args.rounds < 1 or args.burst < 1 or args.warmup < 1:
+        parser.error("--seconds must be positive, --rounds, --burst and --warmup at least 1")
 
     quote = (ASSETS / "sgx_quote").read_bytes()
     collateral_json = (ASSETS / "sgx_quote_collateral.json").read_text()
@@ -101,30 +126,49 @@ def main() -> None:
     baseline_rates: list[float] = []
     rates: dict[str, list[float]] = {name: [] for name in configurations}
     spread: dict[str, list[float]] = {name: [] for name in configurations}
+    first_calls: dict[str, list[float]] = {"dcap_qvl": [], **{name: [] for name in configurations}}
     for _ in range(args.rounds):
         for name, function in configurations.items():
-            theirs_rate, ours_rate = paired_rates(baseline, function, args.seconds, args.burst)
+            theirs, ours = paired_rates(baseline, function, args.seconds, args.burst, args.warmup)
+            theirs_rate, ours_rate = theirs.calls / theirs.spent, ours.calls / ours.spent
             baseline_rates.append(theirs_rate)
             rates[name].append(ours_rate)
             spread[name].append(ours_rate / theirs_rate)
+            first_calls["dcap_qvl"] += theirs.first_calls
+            first_calls[name] += ours.first_calls
     figures = {"dcap_qvl": statistics.median(baseline_rates)}
     figures.update((name, statistics.median(values)) for name, values in rates.items())
     ratios = {name: statistics.median(values) for name, values in spread.items()}
+    # Microseconds of the first call after the other library ran, and of a call in the steady state.
+    first = {name: statistics.median(values) * 1e6 for name, values in first_calls.items()}
+    steady = {name: 1e6 / rate for name, rate in figures.items()}
     if args.json:
         print(
             json.dumps(
-                {"per_second": figures, "ratio_to_dcap_qvl": ratios, "ratio_per_round": spread}, indent=2
+                {
+                    "per_second": figures,
+                    "ratio_to_dcap_qvl": ratios,
+                    "ratio_per_round": spread,
+                    "first_call_after_switch_us": first,
+                    "steady_call_us": steady,
+                },
+                indent=2,
             )
         )
         return
     print(f"machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
           f"dcap-qvl {dcap_qvl.__version__ if hasattr(dcap_qvl, '__version__') else '?'}, "
-          f"{args.rounds} rounds of 2 x {args.seconds:g} s per configuration, bursts of {args.burst}")  # fmt: skip
-    print(f"{'configuration':<36}{'verifications/s':>16}{'ratio':>8}{'range':>14}")
-    print(f"{'dcap-qvl verify':<36}{figures['dcap_qvl']:>16.0f}{1.0:>8.2f}")
+          f"{args.rounds} rounds of 2 x {args.seconds:g} s per configuration, "
+          f"bursts of {args.burst} after {args.warmup} untimed")  # fmt: skip
+    print(
+        f"{'configuration':<36}{'verifications/s':>16}{'ratio':>8}{'range':>14}{'steady µs':>11}{'first µs':>10}"
+    )
+    print(f"{'dcap-qvl verify':<36}{figures['dcap_qvl']:>16.0f}{1.0:>8.2f}{'':>14}"
+          f"{steady['dcap_qvl']:>11.0f}{first['dcap_qvl']:>10.0f}")  # fmt: skip
     for name, value in ratios.items():
         low, high = min(spread[name]), max(spread[name])
-        print(f"{name.replace('_', ' '):<36}{figures[name]:>16.0f}{value:>8.2f}{f'{low:.2f}-{high:.2f}':>14}")
+        print(f"{name.replace('_', ' '):<36}{figures[name]:>16.0f}{value:>8.2f}{f'{low:.2f}-{high:.2f}':>14}"
+              f"{steady[name]:>11.0f}{first[name]:>10.0f}")  # fmt: skip
 
 
 if __name__ == "__main__":
