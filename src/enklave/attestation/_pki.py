@@ -53,8 +53,8 @@ class Signatures:
     A verification queues its signatures as it meets them and runs its other checks meanwhile; it must call
     :meth:`check` before it returns a result, and also before it raises any other error, so that the failure it
     reports is the first one in the order of its steps, exactly as if every signature had been checked where it
-    was queued. Running the nine P-256 verifications of a quote back
-    to back, with the library's code and tables warm, makes an uncached verification about 3% faster.
+    was queued. Running the nine P-256 verifications of a quote back to back, with the library's code and tables
+    warm, makes an uncached verification a few percent faster (docs/performance.md).
 
     Used as a context manager, it runs :meth:`check` on leaving the block, normally or with an
     :class:`~enklave.errors.EnklaveError` (which a failing queued signature then replaces)::
@@ -88,10 +88,16 @@ class Signatures:
         """Verify the queued signatures in order and empty the queue; raise the first one's error on failure."""
         queue, self._queue = self._queue, []
         for key, signature, data, error in queue:
-            try:
-                _verify_ecdsa_sha256(key, signature, data)
-            except InvalidSignature as exc:
-                raise error() from exc
+            _check_signature(key, signature, data, error)
+
+
+def _check_signature(
+    key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes, error: Callable[[], EnklaveError]
+) -> None:
+    try:
+        _verify_ecdsa_sha256(key, signature, data)
+    except InvalidSignature as exc:
+        raise error() from exc
 
 
 def _verify_or_queue(
@@ -101,13 +107,11 @@ def _verify_or_queue(
     data: bytes,
     error: Callable[[], EnklaveError],
 ) -> None:
-    if pending is not None:
+    """Queue the signature check in ``pending``, or without it run it now."""
+    if pending is None:
+        _check_signature(key, signature, data, error)
+    else:
         pending.add(key, signature, data, error)
-        return
-    try:
-        _verify_ecdsa_sha256(key, signature, data)
-    except InvalidSignature as exc:
-        raise error() from exc
 
 
 @dataclass(slots=True)
