@@ -1,25 +1,36 @@
 """Queued signatures report the same failure as checking each one where the QVL's order meets it.
 
-Verification queues its P-256 signature checks and runs them together (``_pki.Signatures``), before it returns
+Verification queues its P-256 signature checks and runs them together (``_pki.PendingSignatures``), before it returns
 and before it raises any other failure. These tests compare it with a reference run in which every signature is
 checked at once, on evidence and collateral with one or two faults: the error must be the same, type and message.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Iterator
+import re
+import traceback
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
 import pytest
+from cryptography import x509
 
 from conftest import REAL_AFTER, REAL_INSIDE
 from enklave.attestation import _pki
 from enklave.attestation.collateral import QuoteCollateral
 from enklave.attestation.verify import QuoteVerifier, verify_quote
-from enklave.errors import EnklaveError, SignatureError
+from enklave.errors import CertificateChainError, EnklaveError, ExpiredError, SignatureError
 from enklave.sgx.quote import QUOTE_HEADER_SIZE, Quote
+
+# Mutated certificates make cryptography warn as it decodes them (a negative serial, a country name of another
+# length); that is expected here.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Parsed a serial number which wasn't positive"),
+    pytest.mark.filterwarnings("ignore:Attribute's length must be"),
+]
 
 # The quote's fixed part: header, report body, signature data length, quote signature, attestation key,
 # QE report, QE report signature; the QE auth data and the PCK chain follow.
@@ -29,87 +40,206 @@ _FIXED = QUOTE_HEADER_SIZE + 384 + 4 + 64 + 64 + 384 + 64
 @contextmanager
 def _checked_where_met() -> Iterator[None]:
     """Within the block, every queued signature is checked when it is queued (the reference order)."""
-    original = _pki.Signatures.add
+    original = _pki.PendingSignatures.add
 
-    def immediately(self: _pki.Signatures, key, signature, data, error) -> None:  # type: ignore[no-untyped-def]
+    def immediately(self: _pki.PendingSignatures, key, signature, data, error) -> None:  # type: ignore[no-untyped-def]
         original(self, key, signature, data, error)
         self.check()
 
-    _pki.Signatures.add = immediately  # type: ignore[method-assign]
+    _pki.PendingSignatures.add = immediately  # type: ignore[method-assign]
     try:
         yield
     finally:
-        _pki.Signatures.add = original  # type: ignore[method-assign]
+        _pki.PendingSignatures.add = original  # type: ignore[method-assign]
 
 
-def _outcome(quote: bytes, collateral: QuoteCollateral, now: datetime) -> tuple[type[Exception], str] | str:
+Verify = Callable[..., object]
+
+
+def _outcome(
+    verify: Verify, quote: bytes, collateral: QuoteCollateral, now: datetime
+) -> tuple[type[Exception], str] | object:
     try:
-        verified = verify_quote(quote, collateral, now=now)
+        verified = verify(quote, collateral, now=now)
     except EnklaveError as exc:
         return type(exc), str(exc)
-    return verified.tcb_status.value
+    return verified.tcb_status.value  # type: ignore[attr-defined]
 
 
-def _both(quote: bytes, collateral: QuoteCollateral, now: datetime) -> tuple[object, object]:
-    queued = _outcome(quote, collateral, now)
+def _both(
+    quote: bytes, collateral: QuoteCollateral, now: datetime, *, cached: bool = False
+) -> tuple[object, object]:
+    """The outcome with queued signatures and in the reference order, each with a fresh verifier (cached or not)."""
+
+    def verify() -> Verify:
+        return QuoteVerifier().verify if cached else verify_quote
+
+    queued = _outcome(verify(), quote, collateral, now)
     with _checked_where_met():
-        reference = _outcome(quote, collateral, now)
+        reference = _outcome(verify(), quote, collateral, now)
     return queued, reference
 
 
-def _flip(data: bytes, offset: int) -> bytes:
-    return data[:offset] + bytes([data[offset] ^ 0x01]) + data[offset + 1 :]
+def _flip(data: bytes, offset: int, bit: int = 0x01) -> bytes:
+    return data[:offset] + bytes([data[offset] ^ bit]) + data[offset + 1 :]
+
+
+def _differences(
+    cases: Iterable[tuple[object, bytes, QuoteCollateral]], now: datetime, *, cached: bool = False
+) -> list[object]:
+    differences = []
+    for label, quote, collateral in cases:
+        queued, reference = _both(quote, collateral, now, cached=cached)
+        if queued != reference:
+            differences.append((label, queued, reference))
+    return differences
+
+
+_PEM_BLOCK = re.compile(rb"(-----BEGIN CERTIFICATE-----\n)(.+?)(-----END CERTIFICATE-----\n)", re.DOTALL)
+
+
+def _replace_certificate(text: bytes, index: int, change: Callable[[bytes], bytes]) -> bytes:
+    """``text`` with the DER of its ``index``-th PEM certificate changed, written again in 64-character lines."""
+    block = list(_PEM_BLOCK.finditer(text))[index]
+    der = change(base64.b64decode(block.group(2)))
+    body = b"".join(base64.encodebytes(der[start : start + 48]) for start in range(0, len(der), 48))
+    return text[: block.start(2)] + body + text[block.end(2) :]
 
 
 def test_queued_signatures_wait_for_check_and_the_reference_checks_at_once(real_quote: bytes) -> None:
     parsed = Quote.from_bytes(_flip(real_quote, QUOTE_HEADER_SIZE + 384 + 4 + 63))
     key = _pki.p256_key_from_raw("attestation key", parsed.attestation_key)
 
-    def queue(pending: _pki.Signatures) -> None:
+    def queue(pending: _pki.PendingSignatures) -> None:
         _pki.verify_raw_signature("quote", key, parsed.signature, parsed.signed_bytes, pending)
 
-    pending = _pki.Signatures()
+    pending = _pki.PendingSignatures()
     queue(pending)  # queued: nothing raised yet
     with pytest.raises(SignatureError, match="quote: signature does not verify"):
         pending.check()
     pending.check()  # the queue was emptied
     with _checked_where_met(), pytest.raises(SignatureError, match="quote: signature does not verify"):
-        queue(_pki.Signatures())
+        queue(_pki.PendingSignatures())
 
 
-@pytest.mark.parametrize("now", [REAL_INSIDE, REAL_AFTER], ids=["inside", "after"])
-def test_every_fault_in_the_signed_quote_reports_the_reference_failure(
-    real_quote: bytes, real_collateral: QuoteCollateral, now: datetime
+@pytest.mark.parametrize("raised", [ValueError("from the library"), ExpiredError("a later step")])
+def test_any_exception_leaving_the_block_checks_the_queue_first(
+    real_quote: bytes, raised: BaseException
 ) -> None:
-    # One flipped bit in the fixed part (every byte) and in the QE auth data and PCK chain (every 13th byte):
+    # A later step's error, or a library's ValueError on hostile input, gives way to a queued bad signature.
+    parsed = Quote.from_bytes(_flip(real_quote, QUOTE_HEADER_SIZE + 384 + 4 + 63))
+    key = _pki.p256_key_from_raw("attestation key", parsed.attestation_key)
+
+    def queue_then_raise(exception: BaseException) -> None:
+        with _pki.PendingSignatures() as pending:
+            _pki.verify_raw_signature("quote", key, parsed.signature, parsed.signed_bytes, pending)
+            raise exception
+
+    with pytest.raises(SignatureError, match="quote: signature does not verify") as caught:
+        queue_then_raise(raised)
+    assert str(raised) not in "".join(traceback.format_exception(caught.value))
+    # An interrupt is not a verification failure: it leaves at once, without checking anything.
+    with pytest.raises(KeyboardInterrupt):
+        queue_then_raise(KeyboardInterrupt())
+
+
+@pytest.mark.parametrize(
+    ("now", "bits", "cached"),
+    [(REAL_INSIDE, (0x01, 0x80), False), (REAL_INSIDE, (0x01,), True), (REAL_AFTER, (0x01,), False)],
+    ids=["inside", "inside-cached", "after"],
+)
+def test_every_fault_in_the_quote_reports_the_reference_failure(
+    real_quote: bytes, real_collateral: QuoteCollateral, now: datetime, bits: tuple[int, ...], cached: bool
+) -> None:
+    # A flipped bit in every byte of the fixed part and in every 13th byte of the QE auth data and the PEM chain:
     # many fail a signature and a later check at once (a QE report field fails both its signature and the QE
-    # identity; a PCK leaf byte fails its issuance and often the FMSPC or TCB match).
+    # identity).
     offsets = [*range(_FIXED), *range(_FIXED, len(real_quote), 13)]
-    differences = []
-    for offset in offsets:
-        queued, reference = _both(_flip(real_quote, offset), real_collateral, now)
-        if queued != reference:
-            differences.append((offset, queued, reference))
-    assert differences == []
+    cases = ((offset, _flip(real_quote, offset, bit), real_collateral) for offset in offsets for bit in bits)
+    assert _differences(cases, now, cached=cached) == []
+
+
+@pytest.mark.parametrize("bit", [0x01, 0x80])
+def test_every_fault_in_the_pck_leaf_reports_the_reference_failure(
+    real_quote: bytes, real_collateral: QuoteCollateral, bit: int
+) -> None:
+    # Each byte of the PCK leaf's DER, written back as valid base64 of the same length: its issuance signature
+    # fails, and often a later check too (its FMSPC or TCB components, its key for the QE report, its serial).
+    size = len(base64.b64decode(_PEM_BLOCK.search(real_quote).group(2)))  # type: ignore[union-attr]
+    cases = (
+        (index, _replace_certificate(real_quote, 0, lambda der, i=index: _flip(der, i, bit)), real_collateral)
+        for index in range(size)
+    )
+    assert _differences(cases, REAL_INSIDE) == []
+
+
+def test_a_forged_leaf_with_a_negative_serial_fails_its_signature(
+    real_quote: bytes, real_collateral: QuoteCollateral
+) -> None:
+    # The serial's first octet (DER offset 15) set to 0xc0 makes it negative: the revocation lookup would refuse it
+    # with a ValueError, but the leaf's issuance signature comes first and fails.
+    quote = _replace_certificate(real_quote, 0, lambda der: der[:15] + b"\xc0" + der[16:])
+    for cached in (False, True):
+        queued, reference = _both(quote, real_collateral, REAL_INSIDE, cached=cached)
+        assert queued == reference
+        assert queued[0] is CertificateChainError  # type: ignore[index]
+        assert "bad signature" in queued[1]  # type: ignore[index]
+
+
+def test_a_negative_serial_is_refused_before_the_revocation_lookup(
+    real_quote: bytes, real_collateral: QuoteCollateral
+) -> None:
+    # Under a root of one's own, a validly signed certificate could carry one; the library's lookup would raise
+    # ValueError on it.
+    der = base64.b64decode(_PEM_BLOCK.search(real_quote).group(2))  # type: ignore[union-attr]
+    leaf = x509.load_der_x509_certificate(der[:15] + b"\xc0" + der[16:])
+    with pytest.raises(CertificateChainError, match="PCK certificate has a negative serial number"):
+        _pki.check_not_revoked("PCK certificate", leaf, real_collateral.pck_crl)
+
+
+@pytest.mark.parametrize(("chain", "index"), [("pck_crl_issuer_chain", 0), ("tcb_info_issuer_chain", 0)])
+def test_every_fault_in_a_collateral_certificate_reports_the_reference_failure(
+    real_quote: bytes, real_collateral_json: str, chain: str, index: int
+) -> None:
+    # The PCK CA (its issuance is checked in step 1, its key signs the PCK CRL and the leaf) and the TCB signing
+    # certificate (step 3), every 5th byte of their DER; collateral that no longer loads is skipped.
+    document = json.loads(real_collateral_json)
+    text = document[chain].encode()
+    size = len(base64.b64decode(list(_PEM_BLOCK.finditer(text))[index].group(2)))
+    cases = []
+    for offset in range(0, size, 5):
+        document[chain] = _replace_certificate(text, index, lambda der, i=offset: _flip(der, i)).decode()
+        try:
+            collateral = QuoteCollateral.from_json(json.dumps(document))
+        except EnklaveError:
+            continue
+        cases.append((offset, real_quote, collateral))
+    assert len(cases) > size // 10
+    assert _differences(cases, REAL_AFTER) == []
 
 
 def _with_flipped_signature(collateral_json: str, field: str) -> QuoteCollateral:
-    """The collateral with the last byte of a CRL's DER (inside its signature's s) changed."""
+    """The collateral with the last byte of a hex field changed: inside the signature's s for a CRL's DER, and
+    the signature itself for the TCB info and QE identity signatures."""
     document = json.loads(collateral_json)
-    der = bytes.fromhex(document[field])
-    document[field] = _flip(der, len(der) - 1).hex()
+    value = bytes.fromhex(document[field])
+    document[field] = _flip(value, len(value) - 1).hex()
     return QuoteCollateral.from_json(json.dumps(document))
 
 
-@pytest.mark.parametrize("field", ["root_ca_crl", "pck_crl"])
-def test_a_bad_crl_signature_comes_before_a_later_expiry(
+@pytest.mark.parametrize("field", ["root_ca_crl", "pck_crl", "tcb_info_signature", "qe_identity_signature"])
+def test_a_bad_collateral_signature_comes_before_a_later_expiry(
     real_quote: bytes, real_collateral_json: str, field: str
 ) -> None:
-    # Step 2 (the CRL's signature) fails before step 3 (the TCB info's next update, passed at REAL_AFTER).
+    # The CRLs' signatures (step 2), the TCB info's and the QE identity's (step 3) fail before the TCB info's
+    # next update (step 3, after its signature) passed at REAL_AFTER; the expiry is not even the error's context.
     collateral = _with_flipped_signature(real_collateral_json, field)
     queued, reference = _both(real_quote, collateral, REAL_AFTER)
     assert queued == reference
     assert queued[0] is SignatureError  # type: ignore[index]
+    with pytest.raises(SignatureError) as caught:
+        verify_quote(real_quote, collateral, now=REAL_AFTER)
+    assert "expired" not in "".join(traceback.format_exception(caught.value))
 
 
 def test_a_bad_qe_report_signature_comes_before_the_qe_identity_mismatch(

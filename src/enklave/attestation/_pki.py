@@ -47,7 +47,7 @@ def _verify_ecdsa_sha256(key: ec.EllipticCurvePublicKey, signature: bytes, data:
     key.verify(signature, hashlib.sha256(data).digest(), _ECDSA_SHA256_PREHASHED)
 
 
-class Signatures:
+class PendingSignatures:
     """ECDSA-SHA256 signature checks queued during one verification, to be run in order by :meth:`check`.
 
     A verification queues its signatures as it meets them and runs its other checks meanwhile; it must call
@@ -56,10 +56,11 @@ class Signatures:
     was queued. Running the nine P-256 verifications of a quote back to back, with the library's code and tables
     warm, makes an uncached verification a few percent faster (docs/performance.md).
 
-    Used as a context manager, it runs :meth:`check` on leaving the block, normally or with an
-    :class:`~enklave.errors.EnklaveError` (which a failing queued signature then replaces)::
+    Used as a context manager, it runs :meth:`check` on leaving the block, normally or with any exception (a
+    failing queued signature then replaces it: the library too raises ``ValueError`` on some hostile input, which
+    a forged certificate must not reach); ``KeyboardInterrupt`` and other non-``Exception`` exits skip it::
 
-        with Signatures() as pending:
+        with PendingSignatures() as pending:
             result = steps(..., pending)
         return result  # only reached when every queued signature verified
     """
@@ -69,13 +70,13 @@ class Signatures:
     def __init__(self) -> None:
         self._queue: list[tuple[ec.EllipticCurvePublicKey, bytes, bytes, Callable[[], EnklaveError]]] = []
 
-    def __enter__(self) -> Signatures:
+    def __enter__(self) -> PendingSignatures:
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        if kind is None or issubclass(kind, EnklaveError):
+        if kind is None or issubclass(kind, Exception):
             self.check()
 
     def add(
@@ -97,11 +98,14 @@ def _check_signature(
     try:
         _verify_ecdsa_sha256(key, signature, data)
     except InvalidSignature as exc:
+        # When a later step's failure made the queue be checked, that failure comes after this one in the QVL's
+        # order: it is not this error's context.
+        exc.__suppress_context__ = True
         raise error() from exc
 
 
 def _verify_or_queue(
-    pending: Signatures | None,
+    pending: PendingSignatures | None,
     key: ec.EllipticCurvePublicKey,
     signature: bytes,
     data: bytes,
@@ -166,7 +170,7 @@ def check_issued_by(
     issuer: x509.Certificate,
     signed: SignedObject | None = None,
     issuer_signed: SignedObject | None = None,
-    pending: Signatures | None = None,
+    pending: PendingSignatures | None = None,
 ) -> None:
     """Check that ``issuer`` is a CA that signed ``cert`` (issuer name and signature).
 
@@ -191,7 +195,7 @@ def _check_issued_by(
     issuer: x509.Certificate,
     signed: SignedObject | None,
     issuer_signed: SignedObject | None,
-    pending: Signatures | None,
+    pending: PendingSignatures | None,
 ) -> None:
     try:
         constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -246,7 +250,7 @@ def check_chain(
     window: Window,
     verified: Issued | None = None,
     signed: Sequence[SignedObject] | None = None,
-    pending: Signatures | None = None,
+    pending: PendingSignatures | None = None,
 ) -> tuple[TrustedRoot, Sequence[x509.Certificate]]:
     """Verify a chain given leaf first, whose last element is (or is issued by) one of ``roots``.
 
@@ -256,7 +260,7 @@ def check_chain(
     ``signed``, when given, holds the original DER of each certificate of ``chain``. ``verified`` then
     remembers the (certificate, issuer) pairs already checked within one verification, because the
     collateral's chains share certificates (the PCK CA and the TCB signing certificate appear twice).
-    With ``pending``, the issuance signatures are queued there (see :class:`Signatures`).
+    With ``pending``, the issuance signatures are queued there (see :class:`PendingSignatures`).
     """
     if not chain:
         raise InvalidCollateral(f"{what}: empty certificate chain")
@@ -424,7 +428,7 @@ def check_crl(
     now: datetime,
     window: Window,
     signed: SignedObject | None = None,
-    pending: Signatures | None = None,
+    pending: PendingSignatures | None = None,
 ) -> None:
     """Check a CRL's signature by ``issuer`` and its thisUpdate/nextUpdate window.
 
@@ -469,10 +473,14 @@ def _ecdsa_sha256_parts(signed: SignedObject | None) -> tuple[bytes, bytes] | No
 def check_not_revoked(what: str, cert: x509.Certificate, crl: x509.CertificateRevocationList) -> None:
     """Fail with :class:`RevokedError` when the certificate's serial number is on ``crl``.
 
-    The caller guarantees that ``crl`` was verified as signed by the certificate's issuer.
+    ``crl`` must be the certificate's issuer's; the caller checks (or queues) its signature.
     """
-    if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
-        raise RevokedError(f"{what} (serial {cert.serial_number:x}) is revoked")
+    serial = cert.serial_number
+    if serial < 0:
+        # RFC 5280 §4.1.2.2: the serial number is a positive integer (and the library refuses to look up others).
+        raise CertificateChainError(f"{what} has a negative serial number")
+    if crl.get_revoked_certificate_by_serial_number(serial) is not None:
+        raise RevokedError(f"{what} (serial {serial:x}) is revoked")
 
 
 def verify_raw_signature(
@@ -480,7 +488,7 @@ def verify_raw_signature(
     key: ec.EllipticCurvePublicKey,
     signature: bytes,
     data: bytes,
-    pending: Signatures | None = None,
+    pending: PendingSignatures | None = None,
 ) -> None:
     """Verify an ECDSA-SHA256 signature given as 64 bytes r || s (the SGX encoding); with ``pending``, queue it
     there instead."""

@@ -19,7 +19,7 @@ numbered as in the comments below:
 11. The platform and QE statuses converge into one TCB status, and their advisory IDs are merged.
 
 The nine ECDSA signatures of steps 1 to 4, 6 and 9 are queued as the steps meet them and checked together once
-the other checks passed (:class:`~enklave.attestation._pki.Signatures`); before any other failure is raised, the
+the other checks passed (:class:`~enklave.attestation._pki.PendingSignatures`); before any other failure is raised, the
 signatures queued ahead of it are checked, so the error reported is always the first one in this order.
 
 :class:`QuoteVerifier` caches what does not depend on the quote itself (steps 1-3 per collateral object, and
@@ -123,13 +123,17 @@ class QuoteVerifier:
         if now.tzinfo is None:
             raise UsageError("now must be timezone-aware (UTC)")
         # The signatures are queued as the steps meet them and checked together on leaving the block, before any
-        # other failure is raised and before the result is returned (see _pki.Signatures).
-        with _pki.Signatures() as pending:
+        # other failure is raised and before the result is returned (see _pki.PendingSignatures).
+        with _pki.PendingSignatures() as pending:
             verified = self._verify(quote, collateral, now, pending)
         return verified
 
     def _verify(
-        self, quote: bytes | Quote, collateral: QuoteCollateral, now: datetime, pending: _pki.Signatures
+        self,
+        quote: bytes | Quote,
+        collateral: QuoteCollateral,
+        now: datetime,
+        pending: _pki.PendingSignatures,
     ) -> VerifiedQuote:
         parsed = quote if isinstance(quote, Quote) else Quote.from_bytes(quote)
         header = parsed.header
@@ -215,7 +219,7 @@ class QuoteVerifier:
         if cached is not None and cached.collateral is collateral and cached.window.contains(now):
             return cached
         # A check is cached only once its signatures verified.
-        with _pki.Signatures() as signatures:
+        with _pki.PendingSignatures() as signatures:
             checked = _check_collateral(collateral, self._roots, now, signatures)
         self._remember(self._collateral_cache, key, checked)
         return checked
@@ -227,7 +231,7 @@ class QuoteVerifier:
             cached = self._pck_cache.get(key)
         if cached is not None and cached.window.contains(now):
             return cached
-        with _pki.Signatures() as signatures:
+        with _pki.PendingSignatures() as signatures:
             result = _check_pck(chain_pem, checked, now, signatures)
         self._remember(self._pck_cache, key, result)
         return result
@@ -256,7 +260,7 @@ def _masked(value: bytes, mask: bytes) -> bytes:
 
 
 def _check_collateral(
-    collateral: QuoteCollateral, roots: Sequence[TrustedRoot], now: datetime, pending: _pki.Signatures
+    collateral: QuoteCollateral, roots: Sequence[TrustedRoot], now: datetime, pending: _pki.PendingSignatures
 ) -> _CollateralCheck:
     window = _full_window()
     issued: _pki.Issued = set()
@@ -328,7 +332,7 @@ def _pck_chain_source(quote: Quote, collateral: QuoteCollateral) -> bytes:
 
 
 def _check_pck(
-    chain_pem: bytes, checked: _CollateralCheck, now: datetime, pending: _pki.Signatures
+    chain_pem: bytes, checked: _CollateralCheck, now: datetime, pending: _pki.PendingSignatures
 ) -> _PckCheck:
     collateral = checked.collateral
     window = _full_window()
