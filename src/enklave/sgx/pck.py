@@ -348,9 +348,9 @@ def _parse_canonical(data: bytes) -> PckExtension | None:
     # The three long-form lengths must be exactly the sizes that the pattern matched: the TCB entry holds its OID
     # (12 octets) and the TCB SEQUENCE's identifier and length (4), the extension everything after its own 4.
     if (
-        int.from_bytes(match["length"]) != len(data) - 4
-        or int.from_bytes(match["tcb_entry_length"]) != tcb_end - tcb_start + 16
-        or int.from_bytes(match["tcb_length"]) != tcb_end - tcb_start
+        int.from_bytes(match["length"], "big") != len(data) - 4
+        or int.from_bytes(match["tcb_entry_length"], "big") != tcb_end - tcb_start + 16
+        or int.from_bytes(match["tcb_length"], "big") != tcb_end - tcb_start
     ):
         return None
     values = match.groups()[_FIRST_COMPONENT : _FIRST_COMPONENT + 2 * _TCB_COMPONENT_COUNT]
@@ -360,7 +360,7 @@ def _parse_canonical(data: bytes) -> PckExtension | None:
         ppid=match["ppid"],
         tcb=PckTcb(
             comp_svns=tuple((values[2 * n] or values[2 * n + 1])[0] for n in range(_TCB_COMPONENT_COUNT)),
-            pce_svn=int.from_bytes(pce_svn),
+            pce_svn=int.from_bytes(pce_svn, "big"),
             cpu_svn=match["cpu_svn"],
         ),
         pce_id=match["pce_id"],
