@@ -19,8 +19,9 @@ numbered as in the comments below:
 11. The platform and QE statuses converge into one TCB status, and their advisory IDs are merged.
 
 The nine ECDSA signatures of steps 1 to 4, 6 and 9 are queued as the steps meet them and checked together once
-the other checks passed (:class:`~enklave.attestation._pki.PendingSignatures`); before any other failure is raised, the
-signatures queued ahead of it are checked, so the error reported is always the first one in this order.
+the other checks passed (:class:`~enklave.attestation._pki.PendingSignatures`). Before any other failure leaves the
+verification, the signatures queued ahead of it are checked, so the error reported is always the first one in this
+order.
 
 :class:`QuoteVerifier` caches what does not depend on the quote itself (steps 1-3 per collateral object, and
 steps 4, 5 and 10 per PCK chain) for as long as every object involved stays valid; a cached result is never
@@ -123,7 +124,7 @@ class QuoteVerifier:
         if now.tzinfo is None:
             raise UsageError("now must be timezone-aware (UTC)")
         # The signatures are queued as the steps meet them and checked together on leaving the block, before any
-        # other failure is raised and before the result is returned (see _pki.PendingSignatures).
+        # other failure leaves it and before the result is returned (see _pki.PendingSignatures).
         with _pki.PendingSignatures() as pending:
             verified = self._verify(quote, collateral, now, pending)
         return verified
