@@ -499,6 +499,37 @@ def test_the_services_refuse_the_placeholder_tokens(tmp_path: Path) -> None:
             read_admin_token(token_file)
 
 
+def test_inference_pins_the_key_broker_from_its_configmap(tmp_path: Path) -> None:
+    import tomllib
+
+    from enklave.inference.service import InferenceConfig
+
+    (deployment,) = [d for d in _deployments() if d["metadata"]["name"] == "enklave-inference"]
+    (container,) = _pod(deployment)["containers"]
+    from_configmaps = {
+        env["name"]: env["valueFrom"]["configMapKeyRef"]
+        for env in container["env"]
+        if "configMapKeyRef" in env.get("valueFrom", {})
+    }
+    # Required (no "optional"): the pod waits for the ConfigMap instead of starting with no key broker pinned.
+    assert from_configmaps == {"ENKLAVE_KBS_MRSIGNER": {"name": "enklave-kbs-identity", "key": "mrsigner"}}
+    serve = _command(["inference", "serve"])
+    (option,) = [param for param in serve.params if param.name == "kbs_mrsigner"]
+    assert option.envvar == "ENKLAVE_KBS_MRSIGNER"
+    # With the Deployment's arguments, that MRSIGNER makes a whole identity: the packaged key broker's product id.
+    invocation = _invocation(container["args"])
+    packaged = tomllib.loads((ROOT / "src/enklave/services/kbs/enclave_app/enklave.toml").read_text())
+    assert int(invocation.value("--kbs-isv-prod-id")) == packaged["enclave"]["product_id"]
+    config = InferenceConfig(
+        data_dir=tmp_path,
+        attestation_url=invocation.value("--attestation-url"),
+        kbs_url=invocation.value("--kbs-url"),
+        kbs_mrsigner="ab" * 32,
+        kbs_isv_prod_id=int(invocation.value("--kbs-isv-prod-id")),
+    )
+    assert config.kbs_policy() == {"mr_signer": "ab" * 32, "isv_prod_id": 2}
+
+
 def test_token_files_are_mounted_where_the_arguments_say() -> None:
     for deployment in _deployments():
         pod = _pod(deployment)

@@ -269,6 +269,19 @@ def test_release_wraps_keys_to_the_enclave_key_in_the_token(
     assert ec_private.curve.name == "secp384r1"
 
 
+def test_the_start_up_line_names_the_identity_recipients_pin(kbs: KeyBrokerService) -> None:
+    # What an operator copies into the inference service's --kbs-mrsigner and --kbs-isv-prod-id.
+    from enklave.cli.kbs import _banner
+
+    info = kbs.info
+    line = _banner(kbs)
+    assert line.startswith(
+        f"key broker: enclave {info.mr_enclave.hex()} (sim mode), signer {info.mr_signer.hex()}, "
+    )
+    assert "product id 2; trusting " in line
+    assert all(issuer in line for issuer in kbs.pinned)
+
+
 def test_key_views_never_hold_private_or_secret_material(admin: KbsClient, keys: dict[str, Any]) -> None:
     for view in [*admin.list_keys(), admin.get_key("rsa-key"), admin.get_key("aes-key")]:
         assert not {"d", "p", "q", "dp", "dq", "qi", "k"} & set(view["key"])

@@ -87,9 +87,9 @@ def _size(value: str, option: str) -> int:
     "(measured into the enclave).",
 )  # fmt: skip
 @click.option(
-    "--kbs-mrsigner", default=None, metavar="HEX",
+    "--kbs-mrsigner", envvar="ENKLAVE_KBS_MRSIGNER", default=None, metavar="HEX",
     help="MRSIGNER of the key broker's enclave: its release quotes must carry it (measured into the enclave; "
-    "with --kbs-url, this or --kbs-mrenclave, or no release is accepted).",
+    "with --kbs-url, this or --kbs-mrenclave, or no release is accepted). The key broker prints it at start.",
 )  # fmt: skip
 @click.option(
     "--kbs-mrenclave", default=None, metavar="HEX", help="MRENCLAVE of the key broker's enclave (measured)."

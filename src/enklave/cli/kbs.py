@@ -72,7 +72,16 @@ def serve(options: ServeOptions, authorities: tuple[str, ...], repin: bool) -> N
         options,
         lambda storage: KeyBrokerService(config, storage),
         create_app,
-        lambda service: f"key broker: trusting {', '.join(service.pinned) or 'no authority'}",
+        _banner,
+    )
+
+
+def _banner(service: KeyBrokerService) -> str:
+    # The identity that recipients pin (enklave inference serve --kbs-mrsigner, --kbs-isv-prod-id).
+    info = service.info
+    return (
+        f"key broker: enclave {info.mr_enclave.hex()} ({info.mode} mode), signer {info.mr_signer.hex()}, "
+        f"product id {info.isv_prod_id}; trusting {', '.join(service.pinned) or 'no authority'}"
     )
 
 
