@@ -22,7 +22,7 @@ from enklave.attestation.sources import HttpxTransport
 from enklave.attestation.tokens import HttpJwksSource, TokenVerifier
 from enklave.attestation.trust import TrustedRoot
 from enklave.cli._io import read_file
-from enklave.cli._policy import min_tcb_evaluation_data_number_option
+from enklave.cli._policy import identity_arguments, min_tcb_evaluation_data_number_option
 from enklave.errors import BadDataError, TransportError, UsageError
 from enklave.inference.client import Attestation, Client
 from enklave.platform.simulated import simulated_root
@@ -103,18 +103,17 @@ def _policy(trust: TrustOptions) -> EnclavePolicy:
         raise UsageError(
             "--allow-simulated and --root are exclusive: --allow-simulated trusts the simulated root"
         )
-    arguments: dict[str, Any] = {"allow_debug": trust.allow_debug, "allow_simulated": trust.allow_simulated}
-    if trust.mrenclave:
-        arguments["mr_enclave"] = trust.mrenclave
-    if trust.mrsigner:
-        arguments["mr_signer"] = trust.mrsigner
-    if trust.isv_prod_id is not None:
-        arguments["isv_prod_id"] = trust.isv_prod_id
-    if trust.min_svn is not None:
-        arguments["min_isv_svn"] = trust.min_svn
-    if trust.min_tcb_eval is not None:
-        arguments["min_tcb_evaluation_data_number"] = trust.min_tcb_eval
-    return EnclavePolicy(**arguments)
+    return EnclavePolicy(
+        **identity_arguments(
+            mrenclave=trust.mrenclave,
+            mrsigner=trust.mrsigner,
+            isv_prod_id=trust.isv_prod_id,
+            min_isv_svn=trust.min_svn,
+            min_tcb_eval=trust.min_tcb_eval,
+            allow_debug=trust.allow_debug,
+            allow_simulated=trust.allow_simulated,
+        )
+    )
 
 
 def make_client(trust: TrustOptions, *, api_key: str | None = None, owner_token: str | None = None) -> Client:

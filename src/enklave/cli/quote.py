@@ -15,7 +15,7 @@ from enklave.attestation.verified import VerifiedQuote
 from enklave.attestation.verify import verify_quote
 from enklave.cli._errors import EXIT_VERIFICATION, fail, hint
 from enklave.cli._io import decode_evidence, parse_time, read_file
-from enklave.cli._policy import min_tcb_evaluation_data_number_option
+from enklave.cli._policy import identity_arguments, min_tcb_evaluation_data_number_option
 from enklave.errors import InvalidQuote, PolicyError, UsageError, VerificationError
 from enklave.platform.simulated import SimulatedCollateralSource, simulated_root
 from enklave.sgx.oe import unwrap_evidence
@@ -153,25 +153,23 @@ def verify(
     Exits 0 only when verification and the appraisal policy both pass; otherwise prints the reason.
     """
     # Options first: a usage error is reported before any file is read.
-    policy_args: dict[str, Any] = {"allow_debug": allow_debug, "allow_simulated": simulated}
     if collateral_path is None and not simulated:
         raise UsageError("--collateral is required (or --simulated for a quote from the simulated platform)")
     if simulated and roots:
         raise UsageError("--simulated and --root are exclusive: --simulated trusts the simulated root")
-    if mrenclave:
-        policy_args["mr_enclave"] = mrenclave
-    if mrsigner:
-        policy_args["mr_signer"] = mrsigner
-    if isv_prod_id is not None:
-        policy_args["isv_prod_id"] = isv_prod_id
-    if min_isv_svn is not None:
-        policy_args["min_isv_svn"] = min_isv_svn
+    policy_args = identity_arguments(
+        mrenclave=mrenclave,
+        mrsigner=mrsigner,
+        isv_prod_id=isv_prod_id,
+        min_isv_svn=min_isv_svn,
+        min_tcb_eval=min_tcb_eval,
+        allow_debug=allow_debug,
+        allow_simulated=simulated,
+    )
     if accept_status:
         policy_args["accepted_tcb_statuses"] = accept_status
     if reject_advisory:
         policy_args["rejected_advisory_ids"] = reject_advisory
-    if min_tcb_eval is not None:
-        policy_args["min_tcb_evaluation_data_number"] = min_tcb_eval
     if report_data is not None:
         try:
             policy_args["report_data"] = bytes.fromhex(report_data)
