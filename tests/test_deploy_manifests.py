@@ -7,6 +7,7 @@ import datetime
 import functools
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -678,6 +679,43 @@ def test_compose_runs_the_three_services_on_one_simulated_platform() -> None:
         assert (parts.hostname, str(parts.port)) == (groups[group][0], groups[group][1].value("--port"))
     assert services["attestation"]["build"]["dockerfile"] == "deploy/docker/Dockerfile.sim"
     assert (DOCKER / services["attestation"]["build"]["context"]).resolve() == ROOT
+
+
+def _interpolate(value: str, environment: dict[str, str]) -> str:
+    """The two Compose interpolation forms the inference service's key broker identity uses."""
+    match = re.fullmatch(r"\$\{(\w+):(-|\+)(.*)\}", value)
+    assert match is not None, value
+    name, operator, operand = match.groups()
+    present = bool(environment.get(name))
+    if operator == "-":
+        return environment[name] if present else operand
+    return operand if present else ""
+
+
+@pytest.mark.parametrize("mrsigner", ["ab" * 32, None], ids=["set", "unset"])
+def test_compose_pins_the_key_broker_when_its_signer_is_given(tmp_path: Path, mrsigner: str | None) -> None:
+    from enklave.inference.service import InferenceConfig
+
+    service = _compose()["services"]["inference"]
+    invocation = _invocation(service["command"])
+    serve = _command(["inference", "serve"])
+    options = {param.name: param for param in serve.params}
+    shell = {} if mrsigner is None else {"ENKLAVE_KBS_MRSIGNER": mrsigner}
+    # What the container sees; Click ignores an empty variable, as if it were unset.
+    seen = {
+        name: _interpolate(service["environment"][option.envvar], shell)  # type: ignore[index]
+        for name, option in options.items()
+        if name in ("kbs_mrsigner", "kbs_isv_prod_id")
+    }
+    config = InferenceConfig(
+        data_dir=tmp_path,
+        attestation_url=invocation.value("--attestation-url"),
+        kbs_url=invocation.value("--kbs-url"),
+        kbs_mrsigner=seen["kbs_mrsigner"] or None,
+        kbs_isv_prod_id=int(seen["kbs_isv_prod_id"]) if seen["kbs_isv_prod_id"] else None,
+    )
+    expected = None if mrsigner is None else {"mr_signer": mrsigner, "isv_prod_id": 2}
+    assert config.kbs_policy() == expected
 
 
 # --- The gramine-sgx shim ----------------------------------------------------------------------------------------

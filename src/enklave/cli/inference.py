@@ -95,7 +95,7 @@ def _size(value: str, option: str) -> int:
     "--kbs-mrenclave", default=None, metavar="HEX", help="MRENCLAVE of the key broker's enclave (measured)."
 )
 @click.option(
-    "--kbs-isv-prod-id", default=None, type=click.IntRange(0, 65535),
+    "--kbs-isv-prod-id", envvar="ENKLAVE_KBS_ISV_PROD_ID", default=None, type=click.IntRange(0, 65535),
     help="ISV product id of the key broker's enclave (measured; the packaged key broker's is 2).",
 )  # fmt: skip
 @click.option(
