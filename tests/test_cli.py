@@ -134,6 +134,34 @@ def test_verify_wrong_mrenclave(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["ok"] is False and result["stage"] == "appraisal" and "mr" in result["reason"].lower()
 
 
+MRSIGNER = "815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6"
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        (["--mrsigner", MRSIGNER], None),
+        (["--mrsigner", MRSIGNER, "--isv-prod-id", "0", "--min-isv-svn", "0"], None),
+        (["--mrsigner", "11" * 32], "mr_signer"),
+        (["--mrenclave", MRENCLAVE, "--isv-prod-id", "3"], "isv_prod_id"),
+        (["--mrenclave", MRENCLAVE, "--min-isv-svn", "1"], "isv_svn"),
+    ],
+    ids=["signer", "signer-product-svn", "other-signer", "other-product", "svn-too-low"],
+)
+def test_verify_appraises_every_identity_option(
+    capsys: pytest.CaptureFixture[str], options: list[str], field: str | None
+) -> None:
+    # The sample quote: MRSIGNER 815f..., product id 0, ISV SVN 0.
+    code, out, _ = run(capsys, "quote", "verify", QUOTE, "--collateral", COLLATERAL, "--at", "2025-07-01",
+                       *options, *ACCEPT, "--json")  # fmt: skip
+    result = json.loads(out)
+    if field is None:
+        assert code == EXIT_OK and result["ok"] is True
+    else:
+        assert code == EXIT_VERIFICATION and result["stage"] == "appraisal"
+        assert field in result["reason"]
+
+
 def test_verify_outside_the_window(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "quote", "verify", QUOTE, "--collateral", COLLATERAL, "--at", "2025-08-01")
     assert code == EXIT_VERIFICATION

@@ -962,3 +962,21 @@ def test_against_the_real_service_in_simulation(
         )
         assert code == EXIT_OK, err
         assert json.loads(stdout)["enclave"]["mr_enclave"] == mr_enclave.hex()
+
+
+def test_the_client_policy_carries_every_identity_option() -> None:
+    from enklave.cli.infer import TrustOptions, _policy
+
+    def options(**identity: Any) -> TrustOptions:
+        defaults: dict[str, Any] = {"mrenclave": (), "mrsigner": (), "isv_prod_id": None, "min_svn": None,
+                                    "min_tcb_eval": None}  # fmt: skip
+        return TrustOptions(url="http://127.0.0.1:1", **{**defaults, **identity}, allow_debug=False,
+                            allow_simulated=True, roots=(), attestation="quote", attestation_url=None)  # fmt: skip
+
+    mapping = _policy(options(mrsigner=("AB" * 32,), isv_prod_id=3, min_svn=2, min_tcb_eval=17)).to_mapping()
+    assert (mapping["mr_signer"], mapping["isv_prod_id"], mapping["min_isv_svn"]) == (["ab" * 32], 3, 2)
+    assert mapping["min_tcb_evaluation_data_number"] == 17
+    assert mapping["allow_simulated"] is True and mapping["allow_debug"] is False
+    assert _policy(options(mrenclave=("cd" * 32,))).to_mapping()["mr_enclave"] == ["cd" * 32]
+    # Options left out stay at the policy's defaults.
+    assert "isv_prod_id" not in _policy(options(mrenclave=("cd" * 32,))).to_mapping()

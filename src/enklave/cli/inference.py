@@ -88,15 +88,17 @@ def _size(value: str, option: str) -> int:
 )  # fmt: skip
 @click.option(
     "--kbs-mrsigner", envvar="ENKLAVE_KBS_MRSIGNER", default=None, metavar="HEX",
-    help="MRSIGNER of the key broker's enclave: its release quotes must carry it (measured into the enclave; "
-    "with --kbs-url, this or --kbs-mrenclave, or no release is accepted). The key broker prints it at start.",
+    help="MRSIGNER of the key broker's enclave: its release quotes must carry it (env ENKLAVE_KBS_MRSIGNER; "
+    "measured into the enclave; with --kbs-url, this or --kbs-mrenclave, or no release is accepted). The key "
+    "broker prints it at start.",
 )  # fmt: skip
 @click.option(
     "--kbs-mrenclave", default=None, metavar="HEX", help="MRENCLAVE of the key broker's enclave (measured)."
 )
 @click.option(
     "--kbs-isv-prod-id", envvar="ENKLAVE_KBS_ISV_PROD_ID", default=None, type=click.IntRange(0, 65535),
-    help="ISV product id of the key broker's enclave (measured; the packaged key broker's is 2).",
+    help="ISV product id of the key broker's enclave (env ENKLAVE_KBS_ISV_PROD_ID; measured; the packaged key "
+    "broker's is 2).",
 )  # fmt: skip
 @click.option(
     "--kbs-min-isv-svn", default=None, type=click.IntRange(0, 65535),
@@ -189,7 +191,8 @@ def serve(
         attestation_url=attestation_url,
         kbs_url=kbs_url,
         hpke_seed_key=hpke_seed_key,
-        kbs_mrsigner=kbs_mrsigner,
+        # A value from a file or a ConfigMap may end with a newline.
+        kbs_mrsigner=(kbs_mrsigner or "").strip() or None,
         kbs_mrenclave=kbs_mrenclave,
         kbs_isv_prod_id=kbs_isv_prod_id,
         kbs_min_isv_svn=kbs_min_isv_svn,

@@ -148,7 +148,10 @@ class InferenceConfig:
             # The enclave accepts a release only with the quote of the key broker it knows, so without an identity
             # it accepts none: a seed from the key broker could never arrive.
             if self.hpke_seed_key is not None or any(value is not None for value in identity):
-                raise UsageError("the key broker's identity needs --kbs-mrsigner and/or --kbs-mrenclave")
+                raise UsageError(
+                    "the key broker's identity needs --kbs-mrsigner (or ENKLAVE_KBS_MRSIGNER, not empty) "
+                    "and/or --kbs-mrenclave"
+                )
             return
         # Validates the hex values and ranges now, as the enclave will read them.
         EnclavePolicy.from_mapping(policy)
