@@ -1,13 +1,17 @@
 """Certificates several test modules make the same way: plain self-signed ones (RA-TLS impostors, token signing
-certificates), and a verifier of the simulated platform's RA-TLS certificates.
+certificates), a verifier of the simulated platform's RA-TLS certificates, and PEM text with one certificate's DER
+changed (a quote's PCK chain, a collateral chain).
 
 Used by tests/test_ratls.py, tests/test_tls.py, tests/test_tokens.py, tests/test_kbs_service.py,
-tests/test_inference_client.py, tests/test_engine.py and tests/test_relay.py.
+tests/test_inference_client.py, tests/test_engine.py, tests/test_relay.py, tests/test_cli.py and
+tests/test_verify_signature_order.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import base64
+import re
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -18,7 +22,7 @@ from enklave.attestation.policy import EnclavePolicy
 from enklave.channels.ratls import PeerVerifier
 from enklave.platform.simulated import SimulatedCollateralSource, simulated_root
 
-__all__ = ["self_signed", "simulated_verifier"]
+__all__ = ["PEM_CERTIFICATE", "replace_certificate", "self_signed", "simulated_verifier"]
 
 
 def self_signed(
@@ -57,3 +61,16 @@ def simulated_verifier(mr_enclave: bytes) -> PeerVerifier:
         policy=EnclavePolicy(mr_enclave=mr_enclave, allow_simulated=True),
         roots=[simulated_root()],
     )
+
+
+PEM_CERTIFICATE = re.compile(rb"(-----BEGIN CERTIFICATE-----\n)(.+?)(-----END CERTIFICATE-----\n)", re.DOTALL)
+"""A PEM certificate block; group 2 is its base64 text."""
+
+
+def replace_certificate(text: bytes, index: int, change: Callable[[bytes], bytes]) -> bytes:
+    """``text`` with the DER of its ``index``-th PEM certificate changed by ``change``, written again in lines of
+    64 characters (the same length when the DER keeps its length: a quote's certification data size stays right)."""
+    block = list(PEM_CERTIFICATE.finditer(text))[index]
+    der = change(base64.b64decode(block.group(2)))
+    body = b"".join(base64.encodebytes(der[start : start + 48]) for start in range(0, len(der), 48))
+    return text[: block.start(2)] + body + text[block.end(2) :]

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import pytest
 
+from certificates import replace_certificate
 from conftest import ASSETS
 from enklave.cli import main
 from enklave.cli._errors import EXIT_BAD_INPUT, EXIT_IO, EXIT_OK, EXIT_USAGE, EXIT_VERIFICATION, run_guarded
@@ -203,18 +204,15 @@ def test_errors_are_one_line_with_a_code(
 def test_quote_with_an_undecodable_certificate_name_is_a_clean_error(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    quote = Path(QUOTE).read_bytes()
-    begin, end = b"-----BEGIN CERTIFICATE-----\n", b"-----END CERTIFICATE-----\n"
-    start = quote.index(begin)
-    block = quote[start : quote.index(end, start) + len(end)]
-    der = base64.b64decode(b"".join(block.splitlines()[1:-1]))
     # The PCK certificate's subject common name, a UTF8String made invalid UTF-8 (same length).
     name = b"Intel SGX PCK Certificate"
-    assert der.count(name) == 1
-    text = base64.b64encode(der.replace(name, b"\xff" * len(name)))
-    lines = b"".join(text[i : i + 64] + b"\n" for i in range(0, len(text), 64))
+
+    def garble(der: bytes) -> bytes:
+        assert der.count(name) == 1
+        return der.replace(name, b"\xff" * len(name))
+
     path = tmp_path / "bad-name.bin"
-    path.write_bytes(quote.replace(block, begin + lines + end))
+    path.write_bytes(replace_certificate(Path(QUOTE).read_bytes(), 0, garble))
     code, _, err = run(capsys, "quote", "show", str(path))
     assert code == EXIT_BAD_INPUT
     assert "malformed" in err and len(err.strip().splitlines()) == 1

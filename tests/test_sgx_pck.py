@@ -450,16 +450,18 @@ def test_random_sequences_only_raise_invalid_quote(data: bytes) -> None:
     _parse_or_invalid(data)
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.sampled_from([QUOTE_RAW, SAMPLE_RAW]),
-    st.lists(
-        st.tuples(st.sampled_from(["set", "insert", "delete"]), st.integers(0, 460), st.integers(0, 255)),
-        min_size=1,
-        max_size=3,
-    ),
-)
-def test_mutations_only_raise_invalid_quote(raw: bytes, edits: list[tuple[str, int, int]]) -> None:
+Edits = list[tuple[str, int, int]]
+
+
+def _edits(max_position: int) -> st.SearchStrategy[Edits]:
+    """One to three byte edits: set, insert or delete, at a position taken modulo the length."""
+    edit = st.tuples(
+        st.sampled_from(["set", "insert", "delete"]), st.integers(0, max_position), st.integers(0, 255)
+    )
+    return st.lists(edit, min_size=1, max_size=3)
+
+
+def _edited(raw: bytes, edits: Edits) -> bytes:
     data = bytearray(raw)
     for kind, position, value in edits:
         index = position % (len(data) or 1)
@@ -469,7 +471,13 @@ def test_mutations_only_raise_invalid_quote(raw: bytes, edits: list[tuple[str, i
             data.insert(index, value)
         elif data:
             del data[index]
-    _parse_or_invalid(bytes(data))
+    return bytes(data)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from([QUOTE_RAW, SAMPLE_RAW]), _edits(460))
+def test_mutations_only_raise_invalid_quote(raw: bytes, edits: Edits) -> None:
+    _parse_or_invalid(_edited(raw, edits))
 
 
 # A Platform CA certificate (platform instance ID and configuration): the PCK leaf of the real TDX quote.
@@ -505,27 +513,9 @@ def test_one_match_reads_every_flipped_byte_as_the_entry_parser(raw: bytes) -> N
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.sampled_from(REAL_RAWS),
-    st.lists(
-        st.tuples(st.sampled_from(["set", "insert", "delete"]), st.integers(0, 560), st.integers(0, 255)),
-        min_size=1,
-        max_size=3,
-    ),
-)
-def test_one_match_agrees_with_the_entry_parser_on_mutations(
-    raw: bytes, edits: list[tuple[str, int, int]]
-) -> None:
-    data = bytearray(raw)
-    for kind, position, value in edits:
-        index = position % (len(data) or 1)
-        if kind == "set":
-            data[index] = value
-        elif kind == "insert":
-            data.insert(index, value)
-        elif data:
-            del data[index]
-    _agrees_with_the_entry_parser(bytes(data))
+@given(st.sampled_from(REAL_RAWS), _edits(560))
+def test_one_match_agrees_with_the_entry_parser_on_mutations(raw: bytes, edits: Edits) -> None:
+    _agrees_with_the_entry_parser(_edited(raw, edits))
 
 
 def _entry_outcome(read, data: bytes, end: int):  # type: ignore[no-untyped-def]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from datetime import datetime
 import pytest
 from cryptography import x509
 
+from certificates import PEM_CERTIFICATE, replace_certificate
 from conftest import REAL_AFTER, REAL_INSIDE
 from enklave.attestation import _pki
 from enklave.attestation.collateral import QuoteCollateral
@@ -95,17 +95,6 @@ def _differences(
     return differences
 
 
-_PEM_BLOCK = re.compile(rb"(-----BEGIN CERTIFICATE-----\n)(.+?)(-----END CERTIFICATE-----\n)", re.DOTALL)
-
-
-def _replace_certificate(text: bytes, index: int, change: Callable[[bytes], bytes]) -> bytes:
-    """``text`` with the DER of its ``index``-th PEM certificate changed, written again in 64-character lines."""
-    block = list(_PEM_BLOCK.finditer(text))[index]
-    der = change(base64.b64decode(block.group(2)))
-    body = b"".join(base64.encodebytes(der[start : start + 48]) for start in range(0, len(der), 48))
-    return text[: block.start(2)] + body + text[block.end(2) :]
-
-
 def test_queued_signatures_wait_for_check_and_the_reference_checks_at_once(real_quote: bytes) -> None:
     parsed = Quote.from_bytes(_flip(real_quote, QUOTE_HEADER_SIZE + 384 + 4 + 63))
     key = _pki.p256_key_from_raw("attestation key", parsed.attestation_key)
@@ -165,9 +154,9 @@ def test_every_fault_in_the_pck_leaf_reports_the_reference_failure(
 ) -> None:
     # Each byte of the PCK leaf's DER, written back as valid base64 of the same length: its issuance signature
     # fails, and often a later check too (its FMSPC or TCB components, its key for the QE report, its serial).
-    size = len(base64.b64decode(_PEM_BLOCK.search(real_quote).group(2)))  # type: ignore[union-attr]
+    size = len(base64.b64decode(PEM_CERTIFICATE.search(real_quote).group(2)))  # type: ignore[union-attr]
     cases = (
-        (index, _replace_certificate(real_quote, 0, lambda der, i=index: _flip(der, i, bit)), real_collateral)
+        (index, replace_certificate(real_quote, 0, lambda der, i=index: _flip(der, i, bit)), real_collateral)
         for index in range(size)
     )
     assert _differences(cases, REAL_INSIDE) == []
@@ -178,7 +167,7 @@ def test_a_forged_leaf_with_a_negative_serial_fails_its_signature(
 ) -> None:
     # The serial's first octet (DER offset 15) set to 0xc0 makes it negative: the revocation lookup would refuse it
     # with a ValueError, but the leaf's issuance signature comes first and fails.
-    quote = _replace_certificate(real_quote, 0, lambda der: der[:15] + b"\xc0" + der[16:])
+    quote = replace_certificate(real_quote, 0, lambda der: der[:15] + b"\xc0" + der[16:])
     for cached in (False, True):
         queued, reference = _both(quote, real_collateral, REAL_INSIDE, cached=cached)
         assert queued == reference
@@ -191,7 +180,7 @@ def test_a_negative_serial_is_refused_before_the_revocation_lookup(
 ) -> None:
     # Under a root of one's own, a validly signed certificate could carry one; the library's lookup would raise
     # ValueError on it.
-    der = base64.b64decode(_PEM_BLOCK.search(real_quote).group(2))  # type: ignore[union-attr]
+    der = base64.b64decode(PEM_CERTIFICATE.search(real_quote).group(2))  # type: ignore[union-attr]
     leaf = x509.load_der_x509_certificate(der[:15] + b"\xc0" + der[16:])
     with pytest.raises(CertificateChainError, match="PCK certificate has a negative serial number"):
         _pki.check_not_revoked("PCK certificate", leaf, real_collateral.pck_crl)
@@ -205,10 +194,10 @@ def test_every_fault_in_a_collateral_certificate_reports_the_reference_failure(
     # certificate (step 3), every 5th byte of their DER; collateral that no longer loads is skipped.
     document = json.loads(real_collateral_json)
     text = document[chain].encode()
-    size = len(base64.b64decode(list(_PEM_BLOCK.finditer(text))[index].group(2)))
+    size = len(base64.b64decode(list(PEM_CERTIFICATE.finditer(text))[index].group(2)))
     cases = []
     for offset in range(0, size, 5):
-        document[chain] = _replace_certificate(text, index, lambda der, i=offset: _flip(der, i)).decode()
+        document[chain] = replace_certificate(text, index, lambda der, i=offset: _flip(der, i)).decode()
         try:
             collateral = QuoteCollateral.from_json(json.dumps(document))
         except EnklaveError:
