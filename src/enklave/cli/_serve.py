@@ -20,9 +20,10 @@ import uvicorn
 from enklave._home import data_home
 from enklave.cli._io import read_file
 from enklave.errors import BadDataError, UsageError
+from enklave.host import EnclaveInfo
 from enklave.services.storage import Storage, open_storage
 
-__all__ = ["ServeOptions", "read_admin_token", "serve", "serve_options"]
+__all__ = ["ServeOptions", "enclave_identity", "read_admin_token", "serve", "serve_options"]
 
 _MAX_TOKEN_FILE = 4096
 
@@ -184,3 +185,9 @@ def serve(
             service.close()
     finally:
         storage.close()
+
+
+def enclave_identity(info: EnclaveInfo, mode: str) -> str:
+    """``enclave <MRENCLAVE> (<mode> mode), signer <MRSIGNER>``: what a service's start-up line tells the operator
+    to pin (clients pin the MRENCLAVE; the inference service pins the key broker's MRSIGNER)."""
+    return f"enclave {info.mr_enclave.hex()} ({mode} mode), signer {info.mr_signer.hex()}"

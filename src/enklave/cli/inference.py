@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from enklave._home import data_home
-from enklave.cli._serve import ServeOptions
+from enklave.cli._serve import ServeOptions, enclave_identity
 from enklave.cli._serve import serve as serve_service
 from enklave.errors import ConfigError, UsageError
 from enklave.inference.app import create_app
@@ -208,10 +208,9 @@ def serve(
     options = ServeOptions(host, port, storage_url, mode, None, certfile, keyfile, home, data)
 
     def banner(service: InferenceService) -> str:
-        info = service.info
         return (
-            f"inference service: enclave {info.mr_enclave.hex()} ({service.mode} mode), "
-            f"signer {info.mr_signer.hex()}, {len(service.enclave.models()['loaded'])} models loaded"
+            f"inference service: {enclave_identity(service.info, service.mode)}, "
+            f"{len(service.enclave.models()['loaded'])} models loaded"
         )
 
     serve_service(options, lambda storage: InferenceService(config, storage), create_app, banner)

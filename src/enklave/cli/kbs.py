@@ -10,7 +10,7 @@ import click
 
 from enklave._home import write_atomic
 from enklave.cli._io import read_file, read_json_object
-from enklave.cli._serve import ServeOptions, read_admin_token, serve_options
+from enklave.cli._serve import ServeOptions, enclave_identity, read_admin_token, serve_options
 from enklave.cli._serve import serve as serve_service
 from enklave.errors import BadDataError, UsageError
 from enklave.services.kbs.app import create_app
@@ -80,8 +80,8 @@ def _banner(service: KeyBrokerService) -> str:
     # The identity that recipients pin (enklave inference serve --kbs-mrsigner, --kbs-isv-prod-id).
     info = service.info
     return (
-        f"key broker: enclave {info.mr_enclave.hex()} ({info.mode} mode), signer {info.mr_signer.hex()}, "
-        f"product id {info.isv_prod_id}; trusting {', '.join(service.pinned) or 'no authority'}"
+        f"key broker: {enclave_identity(info, info.mode)}, product id {info.isv_prod_id}; "
+        f"trusting {', '.join(service.pinned) or 'no authority'}"
     )
 
 
